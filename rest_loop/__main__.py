@@ -1,0 +1,70 @@
+"""rest-loop: compose the Hydra config, check it, run the loop, return the held-out metric.
+
+    rest-loop experiment=demo                     # the CPU demo on the embedded model
+    rest-loop experiment=demo loop.rounds=1 sampler.n=4
+    rest-loop resume=runs/demo/2026-11-23_17-00-00  # continue a run; it keeps its saved config
+    rest-loop -m filter.threshold=0.5,0.9         # a sweep
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from rest_loop.config import ConfigError, validate
+
+log = logging.getLogger("rest_loop")
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """A resumed run keeps the config it was started with; overrides given now apply on top."""
+    saved = Path(cfg.resume) / "config.yaml"
+    if not saved.exists():
+        raise ConfigError(f"resume={cfg.resume!r}: no {saved.name} there; is it a rest-loop run directory?")
+    old = OmegaConf.load(saved)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if not o.key_or_group.startswith("loop."):
+            raise ConfigError(f"{o.input_line}: a resumed run keeps its saved config; only loop.* can change "
+                              f"(finished stages would not match the new value)")
+        OmegaConf.update(old, o.key_or_group, o.value(), merge=True)
+    old.resume = cfg.resume
+    old.paths.run_dir = str(Path(cfg.resume).resolve())
+    return old
+
+
+def run(cfg: DictConfig) -> float | None:
+    from rest_loop.loop import Run  # heavy imports only once the config is known to be good
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.resume:
+        cfg = resumed_config(cfg)
+    else:
+        OmegaConf.resolve(cfg)
+        cfg.paths.run_dir = str(run_dir)
+    typed = validate(cfg)
+    from rest_loop.store import atomic_write_text
+
+    atomic_write_text(Path(typed.paths.run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
+    return Run(typed, cfg).run()
+
+
+@hydra.main(config_path=CONF, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return run(cfg)
+    except ConfigError as e:
+        log.error("config error: %s", e)
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # vLLM starts its workers with spawn: keep this guard
+    main()

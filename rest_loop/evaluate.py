@@ -1,0 +1,44 @@
+"""Evaluate a policy on held-out prompts with greedy decoding.
+
+The metric is verifier accuracy where the task has references, otherwise the mean
+score of the reward. Completions are kept in `eval/completions.jsonl` so a number
+can always be traced to the text behind it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rest_loop.engine import Engine, Policy
+from rest_loop.improve.rewards import Reward
+from rest_loop.improve.verifiers import NumericMatch
+from rest_loop.records import Prompt, Sample
+from rest_loop.store import write_jsonl
+
+
+def evaluate(engine: Engine, policy: Policy, prompts: list[Prompt], reward: Reward, max_tokens: int,
+             round: int, out: Path) -> dict:
+    texts = [engine.chat_prompt(p.messages) for p in prompts]
+    params = {"n": 1, "temperature": 0.0, "max_tokens": max_tokens}
+    completions = [cs[0] for cs in engine.generate(texts, params, policy)]
+    samples = [Sample(round=round, prompt_id=p.id, sample_idx=0, text=c.text, num_tokens=len(c.token_ids),
+                      policy=policy.name, seed=engine.seed, sampling=params, finish_reason=c.finish_reason)
+               for p, c in zip(prompts, completions)]
+    if all(p.reference is not None for p in prompts):
+        metric_name, results = "accuracy", NumericMatch()(prompts, samples)
+        scores = [r.score for r in results]
+    else:
+        metric_name = "mean_reward"
+        judgements = reward({p.id: p for p in prompts}, samples)
+        scores = [j.score for j in judgements if j.status == "ok"]
+    rows = [{"prompt_id": s.prompt_id, "text": s.text, "score": sc} for s, sc in zip(samples, scores)]
+    write_jsonl(out / "completions.jsonl", rows)
+    return {
+        "round": round,
+        "policy": policy.name,
+        "metric": metric_name,
+        "value": sum(scores) / len(scores) if scores else None,
+        "n": len(prompts),
+        "scored": len(scores),
+        "mean_tokens": sum(s.num_tokens for s in samples) / len(samples),
+    }

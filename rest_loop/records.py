@@ -1,0 +1,75 @@
+"""Typed records passed between stages, and their JSONL round-trip.
+
+Every record names where it came from (round, prompt, sample index, policy),
+so a kept training example can be traced back to the draw that produced it.
+Stages never hand each other bare dicts: they hand these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "unparsed", "error"]
+
+
+@dataclass
+class Prompt:
+    """One task input."""
+
+    id: str  # stable across runs: derived from the task's seed and index
+    messages: list[dict[str, str]]  # chat messages, the task template already rendered
+    reference: str | None = None  # gold answer where the task has one
+    input: str = ""  # the raw task input, for judge templates
+
+
+@dataclass
+class Sample:
+    """One completion drawn in Grow."""
+
+    round: int
+    prompt_id: str
+    sample_idx: int  # 0..n-1 within the prompt
+    text: str
+    num_tokens: int
+    policy: str  # "base" or the adapter path that generated it
+    seed: int  # the engine seed of the run
+    sampling: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, ... as used
+    finish_reason: str | None = None
+
+
+@dataclass
+class Judgement:
+    """The reward of one sample: a score in [0, 1] only when status is ok."""
+
+    prompt_id: str
+    sample_idx: int
+    score: float | None  # None unless status == "ok": never a fake number
+    status: Status
+    reason: str = ""  # why: the verifier's finding or the parse failure
+    parts: dict[str, Any] = field(default_factory=dict)  # per reward term: score, status, raw output
+
+
+@dataclass
+class KeptExample:
+    """One training example chosen by Improve, with its lineage."""
+
+    round: int
+    prompt_id: str
+    sample_idx: int
+    messages: list[dict[str, str]]  # the prompt as the policy saw it
+    completion: str
+    score: float
+    policy: str
+    seed: int
+    reward: str  # which reward config scored it, e.g. "verifier" or a judge template version
+
+
+def to_dict(record: Any) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
+
+def from_dict(cls: type, row: dict[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in row.items() if k in names})

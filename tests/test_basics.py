@@ -1,0 +1,97 @@
+"""Storage, templates, tasks and model resolution."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from rest_loop.models import resolve_model
+from rest_loop.records import KeptExample, Sample
+from rest_loop.store import Stage, atomic_write_text, read_jsonl, write_jsonl
+from rest_loop.tasks.arithmetic import ArithmeticTask
+from rest_loop.templates import Template, TemplateError
+
+
+def test_jsonl_round_trip_keeps_types(tmp_path):
+    rows = [Sample(1, "p", i, f"t{i}", 3, "base", 0, {"n": 2}) for i in range(3)]
+    write_jsonl(tmp_path / "s.jsonl", rows)
+    assert read_jsonl(tmp_path / "s.jsonl", Sample) == rows
+
+
+def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
+    path = tmp_path / "f.json"
+    atomic_write_text(path, "old")
+
+    def boom(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(path, "new")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temporary file left behind
+
+
+def test_stage_done_marker(tmp_path):
+    stage = Stage(tmp_path / "round_001" / "grow")
+    assert not stage.done
+    stage.finish(samples=3)
+    assert stage.done and json.loads((stage / "DONE").read_text()) == {"samples": 3}
+
+
+def test_template_is_sandboxed_and_strict(tmp_path):
+    (tmp_path / "t.j2").write_text("{{ input }} {{ missing }}")
+    with pytest.raises(TemplateError, match="'missing' is undefined"):
+        Template(tmp_path, "t.j2").render(input="x")
+    (tmp_path / "evil.j2").write_text("{{ input.__class__.__mro__ }}")
+    from jinja2.exceptions import SecurityError
+
+    with pytest.raises(SecurityError):
+        Template(tmp_path, "evil.j2").render(input="x")
+    (tmp_path / "bad.j2").write_text("line one\n{% if %}")
+    with pytest.raises(TemplateError, match=r"bad.j2:2"):
+        Template(tmp_path, "bad.j2")
+
+
+def test_arithmetic_task_is_seeded_and_disjoint(prompts_dir):
+    a = ArithmeticTask(n_train=50, n_heldout=20, seed=3, prompts_dir=prompts_dir)
+    b = ArithmeticTask(n_train=50, n_heldout=20, seed=3, prompts_dir=prompts_dir)
+    c = ArithmeticTask(n_train=50, n_heldout=20, seed=4, prompts_dir=prompts_dir)
+    assert [p.id for p in a.train] == [p.id for p in b.train]
+    assert [p.id for p in a.train] != [p.id for p in c.train]
+    assert not {p.id for p in a.train} & {p.id for p in a.heldout}
+    for p in a.train + a.heldout:
+        x, y = map(int, p.id.split("+"))
+        assert int(p.reference) == x + y and 10 <= x <= 99 and 10 <= y <= 99
+        assert p.messages[-1]["role"] == "user" and "Reply with just the number." in p.messages[-1]["content"]
+
+
+def test_arithmetic_task_rejects_too_many_problems(prompts_dir):
+    with pytest.raises(ValueError, match="exceeds the 100 distinct operand pairs"):
+        ArithmeticTask(n_train=90, n_heldout=20, seed=0, prompts_dir=prompts_dir, low=10, high=19)
+
+
+def test_resolve_model_errors_name_the_field(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"model.source=.*no HF model folder"):
+        resolve_model(str(tmp_path), tmp_path)
+    with pytest.raises(ValueError, match="neither"):
+        resolve_model("not-a-model", tmp_path)
+    assert resolve_model("Qwen/Qwen2.5-0.5B-Instruct", tmp_path) == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def test_embedded_model_converts_to_hf_folder(smollm2):
+    from pathlib import Path
+
+    folder = Path(smollm2)
+    assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
+    # resolving again reuses the cached folder
+    assert resolve_model("embedded:smollm2-135m-instruct", folder.parent) == smollm2
+
+
+def test_kept_example_names_its_origin():
+    fields = set(KeptExample.__dataclass_fields__)
+    assert {"round", "prompt_id", "sample_idx", "policy", "seed", "reward"} <= fields

@@ -1,0 +1,71 @@
+"""Every option of every config group composes and validates; bad values fail with the key named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from rest_loop.__main__ import CONF
+from rest_loop.config import ConfigError, RunConfig, validate
+from tests.conftest import compose_config
+from pathlib import Path
+
+GROUPS = ["model", "task", "reward", "filter", "sampler", "trainer", "loop", "paths", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes(group, option):
+    overrides = [f"{group}={option}"]
+    if (group, option) == ("model", "hf"):
+        overrides.append("model.source=Qwen/Qwen2.5-0.5B-Instruct")
+    cfg = compose_config(*overrides)
+    typed = validate(cfg)
+    assert isinstance(typed, RunConfig)
+    assert cfg.reward.terms, "a reward needs at least one term"
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert options(group), f"conf/{group}/ is empty"
+
+
+def test_defaults_are_the_embedded_model_and_rest_em():
+    typed = validate(compose_config())
+    assert typed.model.source == "embedded:smollm2-135m-instruct"
+    assert typed.trainer.init == "base"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("sampler.n=-1", "sampler.n=-1: must be >= 1"),
+    ("filter.threshold=1.5", "filter.threshold=1.5: must be in [0, 1]"),
+    ("trainer.init=sideways", "trainer.init='sideways': must be 'base' or 'previous'"),
+    ("sampler.n=lots", "sampler.n"),
+    ("loop.rounds=-2", "loop.rounds=-2: must be >= 0"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        validate(compose_config(override))
+
+
+def test_unknown_key_is_rejected():
+    with pytest.raises(ConfigCompositionException, match="sampler.temprature"):
+        compose_config("sampler.temprature=0.5")
+
+
+def test_unknown_group_option_lists_the_choices():
+    with pytest.raises(ConfigCompositionException, match="Could not find 'sampler/greedyy'"):
+        compose_config("sampler=greedyy")
+
+
+def test_cli_reports_bad_value_before_running(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "rest_loop", "sampler.n=0", f"paths.runs={tmp_path}"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "sampler.n=0: must be >= 1" in out.stderr + out.stdout
