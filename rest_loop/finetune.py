@@ -70,7 +70,6 @@ def finetune(base_model: str, kept: list[KeptExample], cfg: TrainerConfig, out: 
     tmp = out / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     shutil.rmtree(out / "adapter", ignore_errors=True)
     tmp.rename(out / "adapter")
     shutil.rmtree(work, ignore_errors=True)
