@@ -41,12 +41,15 @@ class ModelConfig:
     dtype: str = "auto"  # auto: float32 on CPU (fast there), bfloat16 on GPU
     enforce_eager: Optional[bool] = None  # None: True on CPU, False on GPU
     gpu_memory_utilization: float = 0.5  # on CPU vLLM reserves this fraction of RAM for KV cache
+    kv_cache_gb: Optional[float] = None  # an explicit KV cache size instead (and no warm-up pass on CPU)
     max_model_len: int = 1024
     max_lora_rank: int = 16
 
     def __post_init__(self):
         check("model.gpu_memory_utilization", 0 < self.gpu_memory_utilization <= 1, "must be in (0, 1]",
               self.gpu_memory_utilization)
+        check("model.kv_cache_gb", self.kv_cache_gb is None or self.kv_cache_gb > 0, "must be null or > 0",
+              self.kv_cache_gb)
         check("model.max_model_len", self.max_model_len >= 16, "must be >= 16", self.max_model_len)
 
 
@@ -145,8 +148,10 @@ class RunConfig:
 def validate(cfg: DictConfig) -> RunConfig:
     """Check types, unknown keys and ranges; return the typed config."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
-        return OmegaConf.to_object(merged)
+        missing = sorted(OmegaConf.missing_keys(cfg))  # before the merge, which would fill them with defaults
+        if missing:
+            raise ConfigError(f"{', '.join(missing)}: no value given (???); set it, e.g. {missing[0]}=...")
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), cfg))
     except OmegaConfBaseException as e:
         # OmegaConf names the key as `full_key: ...`; put it first so it reads as ours do.
         raise ConfigError(str(e).strip()) from None

@@ -77,6 +77,7 @@ class Engine:
             enforce_eager=eager,
             seed=seed,
             gpu_memory_utilization=model.gpu_memory_utilization,
+            kv_cache_memory_bytes=int(model.kv_cache_gb * 2**30) if model.kv_cache_gb else None,
             max_model_len=model.max_model_len,
             enable_lora=True,
             max_lora_rank=model.max_lora_rank,
@@ -87,6 +88,10 @@ class Engine:
         self.path, self.seed = path, seed
         self.tokenizer = self.llm.get_tokenizer()
         log.info("vLLM engine for %s up in %.1f s (dtype=%s, eager=%s)", path, self.startup_s, dtype, eager)
+
+    def close(self) -> None:
+        """Stop the engine's processes and free their memory."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -131,3 +136,8 @@ def get_engine(path: str, model: ModelConfig, seed: int) -> Engine:
     if path not in _ENGINES:
         _ENGINES[path] = Engine(path, model, seed)
     return _ENGINES[path]
+
+
+def close_engines() -> None:
+    while _ENGINES:
+        _ENGINES.popitem()[1].close()

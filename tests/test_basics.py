@@ -95,3 +95,10 @@ def test_embedded_model_converts_to_hf_folder(smollm2):
 def test_kept_example_names_its_origin():
     fields = set(KeptExample.__dataclass_fields__)
     assert {"round", "prompt_id", "sample_idx", "policy", "seed", "reward"} <= fields
+
+
+def test_arithmetic_heldout_does_not_depend_on_train_size(prompts_dir):
+    small = ArithmeticTask(n_train=10, n_heldout=20, seed=0, prompts_dir=prompts_dir)
+    large = ArithmeticTask(n_train=200, n_heldout=20, seed=0, prompts_dir=prompts_dir)
+    assert small.heldout == large.heldout
+    assert [p.id for p in large.train[:10]] == [p.id for p in small.train]

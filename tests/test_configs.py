@@ -69,3 +69,25 @@ def test_cli_reports_bad_value_before_running(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "sampler.n=0: must be >= 1" in out.stderr + out.stdout
+
+
+def test_resume_needs_a_run_directory(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "rest_loop", f"resume={tmp_path / 'nowhere'}"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "no config.yaml there; is it a rest-loop run directory?" in out.stderr + out.stdout
+
+
+def test_resume_refuses_to_change_finished_settings(tmp_path):
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(compose_config(run_dir=str(tmp_path)), tmp_path / "config.yaml")
+    out = subprocess.run([sys.executable, "-m", "rest_loop", f"resume={tmp_path}", "sampler.n=4"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "sampler.n=4: a resumed run keeps its saved config; only loop.* can change" in out.stderr + out.stdout
+
+
+def test_missing_mandatory_field_is_named():
+    with pytest.raises(ConfigError, match="model.source"):
+        validate(compose_config("model=hf"))

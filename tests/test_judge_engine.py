@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from rest_loop.config import ModelConfig
-from rest_loop.engine import get_engine
+from rest_loop.engine import close_engines, get_engine
 from rest_loop.improve.judge import PointwiseJudge
 from rest_loop.improve.rewards import Reward
 from rest_loop.records import Prompt, Sample
@@ -19,8 +19,14 @@ from tests.conftest import CACHE
 pytestmark = pytest.mark.slow
 
 
-def test_judge_scores_on_the_policy_engine(smollm2, prompts_dir):
-    model = ModelConfig(source="embedded:smollm2-135m-instruct", cache_dir=str(CACHE / "models"), max_model_len=512)
+@pytest.fixture
+def model():
+    yield ModelConfig(source="embedded:smollm2-135m-instruct", cache_dir=str(CACHE / "models"), max_model_len=512,
+                      kv_cache_gb=1)
+    close_engines()  # later tests start engines of their own
+
+
+def test_judge_scores_on_the_policy_engine(smollm2, prompts_dir, model):
     policy_engine = get_engine(smollm2, model, seed=0)
     judge = PointwiseJudge("judge/pointwise.j2", prompts_dir, model, seed=0, min_rating_mass=0.5)
     assert judge.engine() is policy_engine  # same model, same engine: no second copy in memory

@@ -47,8 +47,9 @@ class ArithmeticTask(Task):
             raise ValueError(f"task.n_train + task.n_heldout = {n_train + n_heldout} exceeds the "
                              f"{len(pairs)} distinct operand pairs in [{low}, {high}]")
         rng = random.Random(seed)
-        chosen = rng.sample(pairs, n_train + n_heldout)
-        problems = [self._problem(rng, rng.choice(ops), a, b) for a, b in chosen]
+        rng.shuffle(pairs)
+        # Held-out problems are drawn first, so they stay the same when n_train changes (a sweep over it).
+        problems = [self._problem(rng, rng.choice(ops), a, b) for a, b in pairs[: n_heldout + n_train]]
         self.heldout, self.train = problems[:n_heldout], problems[n_heldout:]
         self.check_disjoint()
 
