@@ -43,6 +43,7 @@ class Run:
         self.reward = Reward.from_config(raw.reward)
         self.prompts: dict[str, Prompt] = {p.id: p for p in self.task.train + self.task.heldout}
         self.base_model = resolve_model(cfg.model.source, cfg.model.cache_dir)
+        self.manifest.note(task=self.task.describe(), reward=self.reward.version, base_model=self.base_model)
         self._engine: Engine | None = None
 
     @property

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rest_loop.records import Prompt
 from rest_loop.templates import Template
 
@@ -34,4 +32,4 @@ class Task:
 
     def describe(self) -> dict:
         return {"name": self.name, "template": self.template.version, "train": len(self.train),
-                "heldout": len(self.heldout), "source": str(Path(self.template.root))}
+                "heldout": len(self.heldout)}
