@@ -20,6 +20,8 @@ from rest_loop.config import ConfigError, validate
 
 log = logging.getLogger("rest_loop")
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
+# Settings a resume may change: they act on stages not yet done, and each round records what it used.
+RESUME_MAY_CHANGE = ("loop.", "filter.")
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:
@@ -32,9 +34,9 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
 
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     for o in OverridesParser.create().parse_overrides(overrides):
-        if not o.key_or_group.startswith("loop."):
-            raise ConfigError(f"{o.input_line}: a resumed run keeps its saved config; only loop.* can change "
-                              f"(finished stages would not match the new value)")
+        if not o.key_or_group.startswith(RESUME_MAY_CHANGE):
+            raise ConfigError(f"{o.input_line}: a resumed run keeps its saved config; only "
+                              f"{', '.join(k + '*' for k in RESUME_MAY_CHANGE)} can change")
         OmegaConf.update(old, o.key_or_group, o.value(), merge=True)
     old.resume = cfg.resume
     old.paths.run_dir = str(Path(cfg.resume).resolve())
@@ -59,11 +61,16 @@ def run(cfg: DictConfig) -> float | None:
 
 @hydra.main(config_path=CONF, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    from rest_loop.improve.filters import NothingKept
+
     try:
         return run(cfg)
     except ConfigError as e:
         log.error("config error: %s", e)
         sys.exit(2)
+    except NothingKept as e:
+        log.error("%s", e)
+        sys.exit(3)
 
 
 if __name__ == "__main__":  # vLLM starts its workers with spawn: keep this guard

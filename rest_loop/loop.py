@@ -104,9 +104,10 @@ class Run:
             write_json(stage / "stats.json", stats)
             if len(kept) < max(self.cfg.filter.min_keep, 1):
                 raise NothingKept(
-                    f"round {r}: the filter kept {len(kept)} of {len(samples)} samples (after each stage: {counts}); "
-                    f"filter.min_keep={self.cfg.filter.min_keep}. Lower filter.threshold, raise sampler.n, or check "
-                    f"{stage / 'judgements.jsonl'}. Resume with the same run dir once fixed.")
+                    f"round {r}: the filter kept {len(kept)} of {len(samples)} samples, fewer than filter.min_keep="
+                    f"{self.cfg.filter.min_keep}. Judgement statuses: {stats['status']}; left after each filter "
+                    f"stage: {counts}. See {stage / 'judgements.jsonl'}. To go on, lower the threshold: "
+                    f"rest-loop resume={self.dir} filter.threshold=<lower>")
             write_jsonl(stage / "kept.jsonl", kept)
             stage.finish(kept=len(kept), keep_rate=stats["keep_rate"])
         self.manifest.stage_done(r, "improve", read_json(stage / "stats.json"))

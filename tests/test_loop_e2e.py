@@ -93,3 +93,20 @@ def test_killed_after_grow_resumes_without_regrowing(tiny_model, tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["resumed_at"]
     assert not list(run_dir.rglob("*.tmp")), "a temporary file survived"
+
+
+def test_empty_filter_stops_cleanly_and_resumes_with_a_lower_threshold(tiny_model, tmp_path):
+    run_dir = tmp_path / "run"
+    out = subprocess.run(cli(run_dir, tiny_model, "filter.threshold=1.0"), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 3, out.stderr[-3000:]
+    log = out.stdout + out.stderr
+    assert "round 1: the filter kept 0 of 12 samples" in log and "Traceback" not in log
+    assert f"rest-loop resume={run_dir} filter.threshold=<lower>" in log
+    assert (run_dir / "round_001/improve/stats.json").exists() and not (run_dir / "round_001/improve/DONE").exists()
+
+    log = run_ok([sys.executable, "-m", "rest_loop", f"resume={run_dir}", "filter.threshold=0.0"])
+    assert "grow already done" in log
+    stats = json.loads((run_dir / "round_001/improve/stats.json").read_text())
+    assert stats["threshold"] == 0.0 and stats["kept"] > 0
+    assert (run_dir / "round_001/eval/DONE").exists()
