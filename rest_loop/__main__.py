@@ -14,9 +14,12 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from rest_loop.config import ConfigError, validate
+from rest_loop.improve.filters import NothingKept
+from rest_loop.store import atomic_write_text
 
 log = logging.getLogger("rest_loop")
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
@@ -30,8 +33,6 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     if not saved.exists():
         raise ConfigError(f"resume={cfg.resume!r}: no {saved.name} there; is it a rest-loop run directory?")
     old = OmegaConf.load(saved)
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     for o in OverridesParser.create().parse_overrides(overrides):
         if not o.key_or_group.startswith(RESUME_MAY_CHANGE):
@@ -53,16 +54,12 @@ def run(cfg: DictConfig) -> float | None:
         OmegaConf.resolve(cfg)
         cfg.paths.run_dir = str(run_dir)
     typed = validate(cfg)
-    from rest_loop.store import atomic_write_text
-
     atomic_write_text(Path(typed.paths.run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
     return Run(typed, cfg).run()
 
 
 @hydra.main(config_path=CONF, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from rest_loop.improve.filters import NothingKept
-
     try:
         return run(cfg)
     except ConfigError as e:

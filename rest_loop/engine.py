@@ -9,6 +9,7 @@ so the engine is seeded once and every draw is recorded with that seed.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -122,8 +123,6 @@ class Engine:
 
 
 def _logaddexp(a: float, b: float) -> float:
-    import math
-
     hi, lo = max(a, b), min(a, b)
     return hi + math.log1p(math.exp(lo - hi))
 

@@ -26,13 +26,12 @@ def evaluate(engine: Engine, policy: Policy, prompts: list[Prompt], reward: Rewa
                for p, c in zip(prompts, completions)]
     if all(p.reference is not None for p in prompts):
         metric_name, results = "accuracy", NumericMatch()(prompts, samples)
-        scores = [r.score for r in results]
     else:
-        metric_name = "mean_reward"
-        judgements = reward({p.id: p for p in prompts}, samples)
-        scores = [j.score for j in judgements if j.status == "ok"]
-    rows = [{"prompt_id": s.prompt_id, "text": s.text, "score": sc} for s, sc in zip(samples, scores)]
+        metric_name, results = "mean_reward", reward({p.id: p for p in prompts}, samples)
+    rows = [{"prompt_id": s.prompt_id, "text": s.text, "score": r.score, "status": r.status}
+            for s, r in zip(samples, results)]
     write_jsonl(out / "completions.jsonl", rows)
+    scores = [r.score for r in results if r.status == "ok"]  # unscored samples count in "n", not in the mean
     return {
         "round": round,
         "policy": policy.name,

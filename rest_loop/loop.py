@@ -30,7 +30,7 @@ from rest_loop.manifest import Manifest
 from rest_loop.models import resolve_model
 from rest_loop.records import Judgement, KeptExample, Prompt, Sample
 from rest_loop.report import round_line, table
-from rest_loop.store import Stage, read_json, read_jsonl, write_json, write_jsonl
+from rest_loop.store import Stage, read_json, read_jsonl, sweep_temporaries, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 class Run:
     def __init__(self, cfg: RunConfig, raw: DictConfig):
         self.cfg, self.dir = cfg, Path(cfg.paths.run_dir)
+        if swept := sweep_temporaries(self.dir):
+            log.info("removed %d temporary files left by an interrupted run", swept)
         self.manifest = Manifest.open(self.dir, cfg)
         self.task = instantiate(raw.task)
         self.reward = Reward.from_config(raw.reward)

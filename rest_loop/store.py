@@ -54,6 +54,16 @@ def read_jsonl(path: Path, cls: type | None = None) -> list:
     return rows
 
 
+def sweep_temporaries(root: Path) -> int:
+    """Delete what a killed writer left: `.<name>.*.tmp` files and `.<name>.tmp` folders. Nothing reads them."""
+    import shutil
+
+    stale = sorted(Path(root).rglob(".*.tmp"), reverse=True)
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return len(stale)
+
+
 class Stage:
     """A stage folder, e.g. round_001/grow, finished once its DONE marker exists."""
 

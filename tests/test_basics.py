@@ -102,3 +102,17 @@ def test_arithmetic_heldout_does_not_depend_on_train_size(prompts_dir):
     large = ArithmeticTask(n_train=200, n_heldout=20, seed=0, prompts_dir=prompts_dir)
     assert small.heldout == large.heldout
     assert [p.id for p in large.train[:10]] == [p.id for p in small.train]
+
+
+def test_sweep_removes_what_a_killed_writer_left(tmp_path):
+    from rest_loop.store import sweep_temporaries
+
+    keep = tmp_path / "round_001" / "grow" / "samples.jsonl"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("{}\n")
+    (tmp_path / ".manifest.json.ab12.tmp").write_text('{"half')
+    adapter_tmp = tmp_path / "round_001" / "finetune" / ".adapter.tmp"
+    adapter_tmp.mkdir(parents=True)
+    (adapter_tmp / "adapter_model.safetensors").write_bytes(b"partial")
+    assert sweep_temporaries(tmp_path) == 2
+    assert not list(tmp_path.rglob("*.tmp")) and keep.read_text() == "{}\n"

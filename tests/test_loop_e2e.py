@@ -83,6 +83,7 @@ def test_killed_after_grow_resumes_without_regrowing(tiny_model, tmp_path):
     assert not (run_dir / "round_001/finetune/DONE").exists()
     samples_file = run_dir / "round_001/grow/samples.jsonl"
     before = (samples_file.stat().st_mtime_ns, samples_file.read_bytes())
+    (run_dir / ".manifest.json.killed.tmp").write_text('{"half')  # as a kill during an atomic write leaves it
 
     log = run_ok([sys.executable, "-m", "rest_loop", f"resume={run_dir}"])
 
