@@ -80,7 +80,8 @@ class FilterConfig:
         check("filter.threshold", 0 <= self.threshold <= 1, "must be in [0, 1]", self.threshold)
         check("filter.max_per_prompt", self.max_per_prompt is None or self.max_per_prompt >= 1,
               "must be null or >= 1", self.max_per_prompt)
-        check("filter.min_keep", self.min_keep >= 0, "must be >= 0", self.min_keep)
+        check("filter.min_keep", self.min_keep >= 1, "must be >= 1 (nothing to fine-tune on otherwise)",
+              self.min_keep)
 
 
 @dataclass

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rest_loop.config import SamplerConfig
 from rest_loop.engine import Engine, Policy
+from rest_loop.grow import grow
 from rest_loop.improve.rewards import Reward
 from rest_loop.improve.verifiers import NumericMatch
-from rest_loop.records import Prompt, Sample
+from rest_loop.records import Prompt
 from rest_loop.store import write_jsonl
 
 
 def evaluate(engine: Engine, policy: Policy, prompts: list[Prompt], reward: Reward, max_tokens: int,
              round: int, out: Path) -> dict:
-    texts = [engine.chat_prompt(p.messages) for p in prompts]
-    params = {"n": 1, "temperature": 0.0, "max_tokens": max_tokens}
-    completions = [cs[0] for cs in engine.generate(texts, params, policy)]
-    samples = [Sample(round=round, prompt_id=p.id, sample_idx=0, text=c.text, num_tokens=len(c.token_ids),
-                      policy=policy.name, seed=engine.seed, sampling=params, finish_reason=c.finish_reason)
-               for p, c in zip(prompts, completions)]
+    samples = grow(engine, policy, prompts, SamplerConfig(n=1, temperature=0.0, max_tokens=max_tokens), round)
     if all(p.reference is not None for p in prompts):
         metric_name, results = "accuracy", NumericMatch()(prompts, samples)
     else:

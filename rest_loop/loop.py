@@ -104,7 +104,7 @@ class Run:
                                 policy=s.policy, seed=s.seed, reward=self.reward.version) for s, j in chosen]
             stats = improve_stats(judgements, counts, self.cfg.filter.threshold, kept)
             write_json(stage / "stats.json", stats)
-            if len(kept) < max(self.cfg.filter.min_keep, 1):
+            if len(kept) < self.cfg.filter.min_keep:
                 raise NothingKept(
                     f"round {r}: the filter kept {len(kept)} of {len(samples)} samples, fewer than filter.min_keep="
                     f"{self.cfg.filter.min_keep}. Judgement statuses: {stats['status']}; left after each filter "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -56,11 +57,12 @@ def read_jsonl(path: Path, cls: type | None = None) -> list:
 
 def sweep_temporaries(root: Path) -> int:
     """Delete what a killed writer left: `.<name>.*.tmp` files and `.<name>.tmp` folders. Nothing reads them."""
-    import shutil
-
     stale = sorted(Path(root).rglob(".*.tmp"), reverse=True)
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return len(stale)
 
 

@@ -34,24 +34,26 @@ def _one_index(indices: torch.Tensor) -> int | None:
     return int(first) if bool((indices == first).all()) else None
 
 
-def _weights(stacked: torch.Tensor, index: int, dtype: torch.dtype) -> torch.Tensor:
+def _one_adapter_product(inputs, stacked, indices, dtype) -> torch.Tensor | None:
+    """inputs @ W.T when every token uses the same adapter slot W; None when they differ."""
+    index = _one_index(indices)
+    if index is None:
+        return None
     w = stacked[index]  # (1, out, in) or (out, in): the same slot the original gathers per token
-    return (w.squeeze(0) if w.dim() == 3 else w).to(dtype)
+    return inputs.to(dtype) @ (w.squeeze(0) if w.dim() == 3 else w).to(dtype).T
 
 
 def bgmv_shrink(inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling=1.0):
-    index = _one_index(lora_indices_tensor)
-    if index is None:
+    outputs = _one_adapter_product(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    if outputs is None:
         return _original("bgmv_shrink")(inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling)
-    outputs = inputs.to(output_tensor.dtype) @ _weights(lora_b_weights, index, output_tensor.dtype).T
     output_tensor[:, : outputs.shape[1]] = scaling * outputs
 
 
 def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs=True):
-    index = _one_index(lora_indices_tensor)
-    if index is None:
+    outputs = _one_adapter_product(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    if outputs is None:
         return _original("bgmv_expand")(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs)
-    outputs = inputs.to(output_tensor.dtype) @ _weights(lora_b_weights, index, output_tensor.dtype).T
     limit = 1 if outputs.shape[0] == 1 and output_tensor.shape[0] != 1 else output_tensor.shape[0]
     common = min(outputs.shape[1], output_tensor.shape[1])  # adapter and model may pad differently
     if add_inputs:
@@ -62,11 +64,10 @@ def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_
 
 def bgmv_expand_slice(inputs, lora_b_weights, output_tensor, lora_indices_tensor, slice_offset, slice_size,
                       add_inputs=True):
-    index = _one_index(lora_indices_tensor)
-    if index is None:
+    outputs = _one_adapter_product(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    if outputs is None:
         return _original("bgmv_expand_slice")(inputs, lora_b_weights, output_tensor, lora_indices_tensor,
                                               slice_offset, slice_size, add_inputs)
-    outputs = inputs.to(output_tensor.dtype) @ _weights(lora_b_weights, index, output_tensor.dtype).T
     if add_inputs:
         output_tensor[:, slice_offset: slice_offset + slice_size] += outputs
     else:

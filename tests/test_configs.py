@@ -48,6 +48,7 @@ def test_defaults_are_the_embedded_model_and_rest_em():
     ("trainer.init=sideways", "trainer.init='sideways': must be 'base' or 'previous'"),
     ("sampler.n=lots", "sampler.n"),
     ("loop.rounds=-2", "loop.rounds=-2: must be >= 0"),
+    ("filter.min_keep=0", "filter.min_keep=0: must be >= 1"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
