@@ -18,13 +18,17 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from rest_loop.config import ConfigError, validate
+from rest_loop.improve.backends import JudgeStopped
 from rest_loop.improve.filters import NothingKept
 from rest_loop.store import atomic_write_text
 
 log = logging.getLogger("rest_loop")
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 # Settings a resume may change: they act on stages not yet done, and each round records what it used.
-RESUME_MAY_CHANGE = ("loop.", "filter.")
+# Of the judge, only how it is reached and what it may spend: never what it judges with.
+JUDGE_MAY_CHANGE = ("base_url", "api_key_env", "max_concurrency", "timeout", "max_retries", "backoff",
+                    "max_backoff", "budget_requests", "budget_tokens")
+RESUME_MAY_CHANGE = ("loop.", "filter.", *(f"judge.{k}" for k in JUDGE_MAY_CHANGE))
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:
@@ -37,7 +41,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     for o in OverridesParser.create().parse_overrides(overrides):
         if not o.key_or_group.startswith(RESUME_MAY_CHANGE):
             raise ConfigError(f"{o.input_line}: a resumed run keeps its saved config; only "
-                              f"{', '.join(k + '*' for k in RESUME_MAY_CHANGE)} can change")
+                              f"loop.*, filter.* and judge.{{{','.join(JUDGE_MAY_CHANGE)}}} can change")
         OmegaConf.update(old, o.key_or_group, o.value(), merge=True)
     old.resume = cfg.resume
     old.paths.run_dir = str(Path(cfg.resume).resolve())
@@ -68,6 +72,10 @@ def main(cfg: DictConfig) -> float | None:
     except NothingKept as e:
         log.error("%s", e)
         sys.exit(3)
+    except JudgeStopped as e:  # answers so far are cached: a resume re-asks only the rest
+        log.error("%s. Stopped cleanly; every answer so far is cached. To go on: rest-loop resume=%s "
+                  "(a new budget: judge.budget_requests=<n>)", e, HydraConfig.get().runtime.output_dir)
+        sys.exit(4)
 
 
 if __name__ == "__main__":  # vLLM starts its workers with spawn: keep this guard

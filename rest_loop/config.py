@@ -71,17 +71,56 @@ class SamplerConfig:
 
 @dataclass
 class FilterConfig:
+    """How Improve picks the training set: stages applied in order (see rest_loop.improve.filters)."""
+
+    STAGES = ("ok", "threshold", "percentile", "dedup", "top_k", "cap")  # not a field: the allowed stage names
+
+    stages: list[str] = field(default_factory=lambda: list(FilterConfig.STAGES))  # order to apply; 'ok' first
     threshold: float = 0.5  # keep samples with score >= threshold
-    max_per_prompt: Optional[int] = None  # ReST-EM keeps at most 10 per problem
-    dedup: bool = True  # drop repeated completions of the same prompt (whitespace/case-normalised)
+    threshold_schedule: Optional[list[float]] = None  # per round (1-based); the last value holds for later rounds
+    percentile: Optional[float] = None  # keep scores >= this percentile (0..100) of those reaching the stage
+    percentile_scope: str = "global"  # global: one cutoff over all prompts; prompt: one cutoff per prompt
+    dedup: str = "normalised"  # none | exact | normalised (whitespace collapsed, casefolded); within a prompt
+    top_k: Optional[int] = None  # per prompt keep the k best scores (1: best-of-n)
+    max_per_prompt: Optional[int] = None  # per prompt keep a seeded random subset this big (ReST-EM: 10)
     min_keep: int = 1  # fewer kept than this stops the run with a clear message
+    unjudged: str = "drop"  # unparsed/error judgements: drop, or retry (re-ask the judge before filtering)
+    retries: int = 2  # how many times unjudged='retry' re-asks; ignored by 'drop'
 
     def __post_init__(self):
+        names = ", ".join(self.STAGES)
+        for name in self.stages:
+            check("filter.stages", name in self.STAGES, f"unknown stage {name!r}; allowed: {names}", self.stages)
+        check("filter.stages", len(set(self.stages)) == len(self.stages), "a stage is named twice", self.stages)
+        check("filter.stages", self.stages[:1] == ["ok"],
+              "must start with 'ok': unparsed and errored samples have no score to filter on", self.stages)
         check("filter.threshold", 0 <= self.threshold <= 1, "must be in [0, 1]", self.threshold)
+        schedule = self.threshold_schedule
+        check("filter.threshold_schedule", schedule is None or len(schedule) > 0, "must be null or non-empty",
+              schedule)
+        check("filter.threshold_schedule", schedule is None or all(0 <= t <= 1 for t in schedule),
+              "every value must be in [0, 1]", schedule)
+        check("filter.percentile", self.percentile is None or 0 <= self.percentile <= 100,
+              "must be null or in [0, 100]", self.percentile)
+        check("filter.percentile_scope", self.percentile_scope in ("global", "prompt"),
+              "must be 'global' or 'prompt'", self.percentile_scope)
+        check("filter.dedup", self.dedup in ("none", "exact", "normalised"),
+              "must be 'none', 'exact' or 'normalised' (was true: 'normalised'; was false: 'none')", self.dedup)
+        check("filter.top_k", self.top_k is None or self.top_k >= 1, "must be null or >= 1", self.top_k)
         check("filter.max_per_prompt", self.max_per_prompt is None or self.max_per_prompt >= 1,
               "must be null or >= 1", self.max_per_prompt)
         check("filter.min_keep", self.min_keep >= 1, "must be >= 1 (nothing to fine-tune on otherwise)",
               self.min_keep)
+        check("filter.unjudged", self.unjudged in ("drop", "retry"), "must be 'drop' or 'retry'", self.unjudged)
+        check("filter.retries", self.retries >= 0, "must be >= 0", self.retries)
+
+    def threshold_at(self, round: int) -> float:
+        """The threshold for a round (1-based): the schedule's entry, its last one past its end, else threshold."""
+        if round < 1:
+            raise ValueError(f"round={round}: rounds are 1-based")
+        if self.threshold_schedule is None:
+            return self.threshold
+        return self.threshold_schedule[min(round, len(self.threshold_schedule)) - 1]
 
 
 @dataclass
@@ -131,7 +170,7 @@ class PathsConfig:
 
 @dataclass
 class RunConfig:
-    """The whole run. `task` and `reward` are `_target_` specs built by hydra.utils.instantiate."""
+    """The whole run. `task`, `reward` and `judge` are `_target_` specs built by hydra.utils.instantiate."""
 
     name: str = "default"
     seed: int = 0
@@ -139,6 +178,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: Any = None
     reward: Any = None
+    judge: Any = None  # the judge backend the reward's judge terms use (`${judge}`)
     filter: FilterConfig = field(default_factory=FilterConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

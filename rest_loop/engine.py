@@ -44,6 +44,7 @@ class Completion:
     text: str
     token_ids: list[int]
     finish_reason: str | None
+    top_logprobs: dict[str, float] | None = None  # the first token's alternatives, when asked for
 
 
 def on_gpu() -> bool:
@@ -97,29 +98,29 @@ class Engine:
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def generate(self, prompts: list[str], params: dict[str, Any], policy: Policy = BASE) -> list[list[Completion]]:
-        """Sample `params["n"]` completions per prompt; one list per prompt, in prompt order."""
+    def generate(self, prompts: list[str], params: dict[str, Any], policy: Policy = BASE,
+                 use_tqdm: bool = True) -> list[list[Completion]]:
+        """Sample `params["n"]` completions per prompt; one list per prompt, in prompt order.
+
+        With `params["logprobs"] = k`, each completion also carries its first token's top-k
+        alternatives as {decoded text: logprob} (what a rating judge reads)."""
         from vllm import SamplingParams
 
         outputs = self.llm.generate(prompts, SamplingParams(**params), lora_request=policy.lora_request(),
-                                    use_tqdm=True)
-        return [[Completion(c.text, list(c.token_ids), c.finish_reason) for c in o.outputs] for o in outputs]
+                                    use_tqdm=use_tqdm)
+        return [[Completion(c.text, list(c.token_ids), c.finish_reason, first_token_top(c.logprobs))
+                 for c in o.outputs] for o in outputs]
 
-    def next_token_logprobs(self, prompts: list[str], k: int = 20, policy: Policy = BASE) -> list[dict[str, float]]:
-        """The top-k next tokens of each prompt as {decoded token: logprob}."""
-        from vllm import SamplingParams
 
-        params = SamplingParams(n=1, temperature=0.0, max_tokens=1, logprobs=k)
-        outputs = self.llm.generate(prompts, params, lora_request=policy.lora_request(), use_tqdm=True)
-        tops = []
-        for o in outputs:
-            top: dict[str, float] = {}
-            for lp in o.outputs[0].logprobs[0].values():
-                # two token ids can decode to the same text: add their probability mass
-                text = lp.decoded_token or ""
-                top[text] = _logaddexp(top[text], lp.logprob) if text in top else lp.logprob
-            tops.append(top)
-        return tops
+def first_token_top(logprobs) -> dict[str, float] | None:
+    if not logprobs:
+        return None
+    top: dict[str, float] = {}
+    for lp in logprobs[0].values():
+        # two token ids can decode to the same text: add their probability mass
+        text = lp.decoded_token or ""
+        top[text] = _logaddexp(top[text], lp.logprob) if text in top else lp.logprob
+    return top
 
 
 def _logaddexp(a: float, b: float) -> float:

@@ -95,20 +95,23 @@ class Run:
     def improve(self, r: int, samples: list[Sample]) -> list[KeptExample]:
         stage = self.stage(r, "improve")
         if not stage.done:
+            f = self.cfg.filter
             log.info("round %d: improve %d samples with reward %s", r, len(samples), self.reward.name)
-            judgements = self.reward(self.prompts, samples)
+            judgements = self.reward(self.prompts, samples, retries=f.retries if f.unjudged == "retry" else 0)
             write_jsonl(stage / "judgements.jsonl", judgements)
-            chosen, counts = select(samples, judgements, self.cfg.filter)
+            chosen, stages = select(samples, judgements, f, round=r, seed=self.cfg.seed)
             kept = [KeptExample(round=r, prompt_id=s.prompt_id, sample_idx=s.sample_idx,
                                 messages=self.prompts[s.prompt_id].messages, completion=s.text, score=j.score,
                                 policy=s.policy, seed=s.seed, reward=self.reward.version) for s, j in chosen]
-            stats = improve_stats(judgements, counts, self.cfg.filter.threshold, kept)
+            stats = improve_stats(judgements, stages, f.threshold_at(r), kept)
+            stats["reward_terms"] = self.reward.last_stats
             write_json(stage / "stats.json", stats)
-            if len(kept) < self.cfg.filter.min_keep:
+            if len(kept) < f.min_keep:
+                left = ", ".join(f"{x['stage']} {x['out']}" for x in stages)
                 raise NothingKept(
                     f"round {r}: the filter kept {len(kept)} of {len(samples)} samples, fewer than filter.min_keep="
-                    f"{self.cfg.filter.min_keep}. Judgement statuses: {stats['status']}; left after each filter "
-                    f"stage: {counts}. See {stage / 'judgements.jsonl'}. To go on, lower the threshold: "
+                    f"{f.min_keep}. Judgement statuses: {stats['status']}; left after each filter stage: {left}. "
+                    f"See {stage / 'judgements.jsonl'}. To go on, lower the threshold: "
                     f"rest-loop resume={self.dir} filter.threshold=<lower>")
             write_jsonl(stage / "kept.jsonl", kept)
             stage.finish(kept=len(kept), keep_rate=stats["keep_rate"])
@@ -137,7 +140,7 @@ class Run:
         return metrics
 
 
-def improve_stats(judgements: list[Judgement], counts: dict, threshold: float, kept: list[KeptExample]) -> dict:
+def improve_stats(judgements: list[Judgement], stages: list[dict], threshold: float, kept: list[KeptExample]) -> dict:
     scores = [j.score for j in judgements if j.status == "ok"]
     statuses = {s: sum(j.status == s for j in judgements) for s in ("ok", "unparsed", "error")}
     return {
@@ -146,7 +149,7 @@ def improve_stats(judgements: list[Judgement], counts: dict, threshold: float, k
         "threshold": threshold,
         "mean_score": sum(scores) / len(scores) if scores else None,
         "histogram": histogram(scores),
-        "stages": counts,
+        "stages": stages,  # per filter stage: in, out and what it used
         "kept": len(kept),
         "keep_rate": len(kept) / len(judgements) if judgements else 0.0,
         "prompts_with_kept": len({k.prompt_id for k in kept}),

@@ -1,4 +1,4 @@
-"""Rewards, judge scoring and filters: tables of input, expected status and score."""
+"""Rewards and judge scoring: tables of input, expected status and score. Filters: test_filters.py."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import math
 
 import pytest
 
-from rest_loop.config import FilterConfig, ModelConfig
-from rest_loop.improve.filters import histogram, select
 from rest_loop.improve.judge import PointwiseJudge
+from rest_loop.calibrate import agreement, auc
+from rest_loop.improve.ranking import kendall_tau, parse_ranking, split
 from rest_loop.improve.rewards import Reward
 from rest_loop.improve.verifiers import NumericMatch, Result, extract_number
-from rest_loop.records import Judgement, Prompt, Sample
+from rest_loop.records import Prompt, Sample
 
 
 def sample(text: str, idx: int = 0, pid: str = "p") -> Sample:
@@ -46,7 +46,7 @@ def test_numeric_match(reference, text, score, status):
 
 
 def judge(prompts_dir) -> PointwiseJudge:
-    return PointwiseJudge("judge/pointwise.j2", prompts_dir, ModelConfig(), min_rating=1, max_rating=9)
+    return PointwiseJudge("judge/pointwise.j2", prompts_dir, backend=None, min_rating=1, max_rating=9)
 
 
 @pytest.mark.parametrize("top,score,status", [
@@ -78,7 +78,7 @@ def test_judge_prompt_carries_input_completion_and_reference(prompts_dir):
 
 def test_judge_rejects_multi_token_rating_scale(prompts_dir):
     with pytest.raises(ValueError, match="single digits"):
-        PointwiseJudge("judge/pointwise.j2", prompts_dir, ModelConfig(), min_rating=1, max_rating=10)
+        PointwiseJudge("judge/pointwise.j2", prompts_dir, backend=None, min_rating=1, max_rating=10)
 
 
 class Fixed:
@@ -87,10 +87,11 @@ class Fixed:
     name = "fixed"
 
     def __init__(self, results):
-        self.results = results
+        self.results, self.asked = results, []
 
     def __call__(self, prompts, samples):
-        return self.results
+        self.asked.append([s.sample_idx for s in samples])
+        return [self.results[s.sample_idx] for s in samples]
 
 
 def test_reward_weighted_mean_and_status_passthrough():
@@ -120,24 +121,73 @@ def test_reward_rejects_negative_weight():
                                                   "weight": -1}}})
 
 
-def test_filter_stages_threshold_dedup_cap():
-    texts = ["68", " 68 ", "68", "67", "sixty-eight", "x"]
-    samples = [sample(t, i) for i, t in enumerate(texts)] + [sample("5", 0, "q")]
-    judgements = [Judgement("p", 0, 1.0, "ok"), Judgement("p", 1, 1.0, "ok"), Judgement("p", 2, 1.0, "ok"),
-                  Judgement("p", 3, 0.0, "ok"), Judgement("p", 4, 0.9, "ok"), Judgement("p", 5, None, "error"),
-                  Judgement("q", 0, 1.0, "ok")]
-    kept, counts = select(samples, judgements, FilterConfig(threshold=0.9, max_per_prompt=1))
-    assert counts == {"judged": 7, "ok": 6, "threshold": 5, "dedup": 3, "cap": 2}
-    assert [(s.prompt_id, s.sample_idx) for s, _ in kept] == [("p", 0), ("q", 0)]  # best score, then lowest index
+def test_gate_scores_failures_zero_and_spares_the_judge():
+    samples = [sample("a", 0), sample("b", 1), sample("c", 2), sample("d", 3)]
+    gate = Fixed([Result(1.0, "ok"), Result(0.0, "ok", "invalid JSON"), Result(None, "error", "no ref"),
+                  Result(1.0, "ok")])
+    judge = Fixed([Result(0.25, "ok"), Result(1.0, "ok"), Result(1.0, "ok"), Result(None, "unparsed", "?")])
+    reward = Reward("gated", {"valid": (gate, 0.0), "judge": (judge, 1.0)}, gates={"valid": 1.0})
+    out = reward({"p": Prompt("p", [])}, samples)
+    assert judge.asked == [[0, 3]]  # only the samples that passed the gate reach the judge
+    assert [(j.score, j.status) for j in out] == [(0.25, "ok"), (0.0, "ok"), (None, "error"), (None, "unparsed")]
+    assert out[1].reason == "gate valid failed: invalid JSON" and "judge" not in out[1].parts
+    assert reward.version.startswith("valid(gate):")
 
 
-def test_filter_never_keeps_unscored_samples_even_at_threshold_zero():
-    samples = [sample("a", 0), sample("b", 1)]
-    judgements = [Judgement("p", 0, None, "unparsed"), Judgement("p", 1, 0.0, "ok")]
-    kept, _ = select(samples, judgements, FilterConfig(threshold=0.0))
-    assert [s.sample_idx for s, _ in kept] == [1]
+def test_weighted_sum_is_normalised():
+    reward = Reward("mix", {"v": (Fixed([Result(1.0, "ok")]), 3.0), "j": (Fixed([Result(0.0, "ok")]), 1.0)})
+    assert reward({"p": Prompt("p", [])}, [sample("a", 0)])[0].score == 0.75
 
 
-def test_histogram_bins_cover_zero_to_one():
-    h = histogram([0.0, 0.05, 0.5, 0.99, 1.0])
-    assert sum(h.values()) == 5 and h["0.0-0.1"] == 2 and h["0.9-1.0"] == 2
+@pytest.mark.parametrize("text,k,order,why", [
+    ("Explanation: x\nAnswer: #2\nRanking: #2 > #1 > #3", 3, [2, 1, 3], None),
+    ("**Ranking:** #3 > #1 > #2", 3, [3, 1, 2], None),                   # markdown, no answer line
+    ("Ranking: 2, 1", 2, [2, 1], None),                                    # no '#'
+    ("Answer: #1\nRanking: #2 > #1", 2, None, "'Answer: #1' is not the ranking's first, #2"),
+    ("Ranking: #1 > #1 > #2", 3, None, "not an order of candidates #1..#3"),
+    ("Ranking: #1 > #2", 3, None, "not an order of candidates #1..#3"),   # one missing: no guessing
+    ("Candidate 2 is best.", 2, None, "no 'Ranking: #X > #Y ...' line"),
+    ("", 2, None, "no 'Ranking"),
+])
+def test_parse_ranking(text, k, order, why):
+    got, reason = parse_ranking(text, k)
+    assert got == order
+    assert (reason is None) if why is None else why in reason
+
+
+@pytest.mark.parametrize("n,size,sizes", [(4, 4, [4]), (5, 4, [3, 2]), (6, 4, [3, 3]), (9, 4, [3, 3, 3]),
+                                          (8, 4, [4, 4]), (2, 4, [2])])
+def test_ranking_groups_are_near_equal(n, size, sizes):
+    groups = split(list(range(n)), size)
+    assert [len(g) for g in groups] == sizes and sorted(sum(groups, [])) == list(range(n))
+
+
+def test_kendall_tau():
+    assert kendall_tau([1, 2, 3], [1, 2, 3]) == 1.0 and kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
+    assert kendall_tau([1, 2, 3], [2, 1, 3]) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("text,score,status", [
+    ("Looks right.\nRating: 9", 1.0, "ok"),
+    ("Rating: 3\nOn reflection... Rating: 5", 0.5, "ok"),   # the last rating line counts
+    ("**Rating:** 1", 0.0, "ok"),
+    ("Rating: 7/9", 0.75, "ok"),
+    ("Rating: 10", None, "unparsed"),                        # out of range: no clamping
+    ("Rating: 4.5", None, "unparsed"),
+    ("I would give it a seven.", None, "unparsed"),
+])
+def test_rationale_parsing(prompts_dir, text, score, status):
+    from rest_loop.improve.backends import Reply
+    from rest_loop.improve.judge import RationaleJudge
+
+    result = RationaleJudge("judge/rationale.j2", prompts_dir, backend=None).parse(Reply(text))
+    assert (result.score, result.status) == (score, status)
+
+
+def test_calibration_metrics():
+    report = agreement([0.9, 0.8, None, 0.2, 0.8, 0.1], [True, True, True, False, False, False], threshold=0.5)
+    assert report["coverage"] == pytest.approx(5 / 6) and report["base_rate"] == 0.5
+    assert report["auc"] == pytest.approx(5.5 / 6)  # 2 right x 3 wrong pairs: 5 ordered, one tie counts 1/2
+    assert report["confusion"] == {"tp": 2, "fp": 1, "fn": 0, "tn": 2}
+    assert report["precision"] == pytest.approx(2 / 3) and report["accuracy"] == 0.8
+    assert auc([0.5, 0.5], [True, True]) is None  # no wrong samples: AUC undefined, not 0.5

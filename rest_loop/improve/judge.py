@@ -1,54 +1,70 @@
 """The prompt-based reward model: an LLM judge driven by a Jinja template in `prompts/judge/`.
 
-Pointwise, one pass (G-Eval style): the judge sees the task input, the completion
-and the reference where there is one, and we read its next-token distribution
-over the rating tokens. The score is the expected rating rescaled to [0, 1]. When
-the judge puts too little probability on any rating, the judgement is
-"unparsed": it gets no score rather than a fake one.
+Two pointwise modes (the ranking mode is in `ranking.py`), both reward terms with
+the shared signature `judge(prompts, samples, attempt=0) -> [Result]`:
+
+- `PointwiseJudge`, one pass (G-Eval style): one token is generated and the score
+  is the expected rating under the judge's probabilities of the rating tokens.
+  Too little probability on the ratings: "unparsed", no score.
+- `RationaleJudge`: the judge explains, then writes `Rating: N`; the last such line
+  is parsed. No line, or a rating out of range: "unparsed", no score.
+
+A template sees `input`, `completion`, `reference` (None when the task has none or
+`use_reference` is off), `min_rating` and `max_rating`. The backend (`backends.py`)
+is the local vLLM engine or an OpenAI-compatible endpoint; answers are cached.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import re
 
-from rest_loop.config import ModelConfig
-from rest_loop.engine import Engine, get_engine
+from rest_loop.improve.backends import Reply, Request, ask
 from rest_loop.improve.verifiers import Result
-from rest_loop.models import resolve_model
 from rest_loop.records import Prompt, Sample
 from rest_loop.templates import Template
 
+RATING_LINE = re.compile(r"rating\**\s*[:=]\s*\**\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def check_ratings(min_rating: int, max_rating: int) -> None:
+    if not 0 <= min_rating < max_rating <= 9:
+        raise ValueError(f"reward judge: ratings {min_rating}..{max_rating} must be single digits, min < max")
+
+
+def failed(reply: Reply) -> Result | None:
+    """The judgement of a request that got no answer."""
+    return Result(None, "error", reply.error) if reply.error is not None else None
+
+
+def judge_stats(results: list[Result]) -> dict:
+    return {"status": {s: sum(r.status == s for r in results) for s in ("ok", "unparsed", "error")}}
+
 
 class PointwiseJudge:
-    name = "judge"
+    name = "judge_pointwise"
+    retryable = False  # the rating probabilities of one prompt do not change when asked again
 
-    def __init__(self, template: str, prompts_dir: str, model: Any, seed: int = 0,
-                 min_rating: int = 1, max_rating: int = 9, min_rating_mass: float = 0.5, top_logprobs: int = 20):
-        if not 0 <= min_rating < max_rating <= 9:
-            raise ValueError(f"reward judge: ratings {min_rating}..{max_rating} must be single digits, min < max")
+    def __init__(self, template: str, prompts_dir: str, backend, min_rating: int = 1, max_rating: int = 9,
+                 min_rating_mass: float = 0.5, top_logprobs: int = 20, use_reference: bool = True):
+        check_ratings(min_rating, max_rating)
         if not 0 < min_rating_mass <= 1:
             raise ValueError(f"reward judge: min_rating_mass={min_rating_mass} must be in (0, 1]")
-        self.template = Template(prompts_dir, template)
-        self.model = model if isinstance(model, ModelConfig) else ModelConfig(**model)
-        self.seed = seed
+        self.template, self.backend = Template(prompts_dir, template), backend
         self.ratings = [str(r) for r in range(min_rating, max_rating + 1)]
-        self.min_mass, self.top_logprobs = min_rating_mass, top_logprobs
-        self.version = self.template.version
+        self.min_mass, self.top_logprobs, self.use_reference = min_rating_mass, top_logprobs, use_reference
+        self.version = f"pointwise:{self.template.version}"
 
-    def engine(self) -> Engine:
-        return get_engine(resolve_model(self.model.source, self.model.cache_dir), self.model, self.seed)
-
-    def render(self, engine: Engine, prompt: Prompt, sample: Sample) -> str:
-        text = self.template.render(input=prompt.input, completion=sample.text, reference=prompt.reference,
+    def messages(self, prompt: Prompt, sample: Sample) -> list[dict[str, str]]:
+        text = self.template.render(input=prompt.input, completion=sample.text,
+                                    reference=prompt.reference if self.use_reference else None,
                                     min_rating=self.ratings[0], max_rating=self.ratings[-1])
-        return engine.chat_prompt([{"role": "user", "content": text}])
+        return [{"role": "user", "content": text}]
 
-    def __call__(self, prompts: list[Prompt], samples: list[Sample]) -> list[Result]:
-        engine = self.engine()
-        tops = engine.next_token_logprobs([self.render(engine, p, s) for p, s in zip(prompts, samples)],
-                                          k=self.top_logprobs)
-        return [self.score(top) for top in tops]
+    def __call__(self, prompts: list[Prompt], samples: list[Sample], attempt: int = 0) -> list[Result]:
+        requests = [Request(self.messages(p, s), max_tokens=1, top_logprobs=self.top_logprobs, attempt=attempt)
+                    for p, s in zip(prompts, samples)]
+        return [failed(reply) or self.score(reply.top_logprobs or {}) for reply in ask(self.backend, requests)]
 
     def score(self, top: dict[str, float]) -> Result:
         probs = {r: 0.0 for r in self.ratings}
@@ -63,3 +79,47 @@ class PointwiseJudge:
         expected = sum(int(r) * p for r, p in probs.items()) / mass
         low, high = int(self.ratings[0]), int(self.ratings[-1])
         return Result((expected - low) / (high - low), "ok", f"expected rating {expected:.2f}", raw)
+
+    def stats(self, results: list[Result]) -> dict:
+        return judge_stats(results)
+
+
+class RationaleJudge:
+    name = "judge_rationale"
+    retryable = True  # a sampled re-ask (retry_temperature) can produce the missing rating line
+
+    def __init__(self, template: str, prompts_dir: str, backend, min_rating: int = 1, max_rating: int = 9,
+                 max_tokens: int = 256, temperature: float = 0.0, retry_temperature: float = 0.7,
+                 use_reference: bool = True):
+        check_ratings(min_rating, max_rating)
+        self.template, self.backend = Template(prompts_dir, template), backend
+        self.low, self.high = min_rating, max_rating
+        self.max_tokens, self.temperature, self.retry_temperature = max_tokens, temperature, retry_temperature
+        self.use_reference = use_reference
+        self.version = f"rationale:{self.template.version}"
+
+    def messages(self, prompt: Prompt, sample: Sample) -> list[dict[str, str]]:
+        text = self.template.render(input=prompt.input, completion=sample.text,
+                                    reference=prompt.reference if self.use_reference else None,
+                                    min_rating=self.low, max_rating=self.high)
+        return [{"role": "user", "content": text}]
+
+    def __call__(self, prompts: list[Prompt], samples: list[Sample], attempt: int = 0) -> list[Result]:
+        temperature = self.temperature if attempt == 0 else self.retry_temperature
+        requests = [Request(self.messages(p, s), max_tokens=self.max_tokens, temperature=temperature,
+                            attempt=attempt) for p, s in zip(prompts, samples)]
+        return [failed(reply) or self.parse(reply) for reply in ask(self.backend, requests)]
+
+    def parse(self, reply: Reply) -> Result:
+        raw = {"text": reply.text, "finish_reason": reply.finish_reason}
+        found = RATING_LINE.findall(reply.text or "")
+        if not found:
+            cut = " (the answer was cut off at max_tokens)" if reply.finish_reason == "length" else ""
+            return Result(None, "unparsed", f"no 'Rating: N' line{cut}", raw)
+        rating = float(found[-1])
+        if rating != int(rating) or not self.low <= rating <= self.high:
+            return Result(None, "unparsed", f"rating {found[-1]} is not an integer in {self.low}..{self.high}", raw)
+        return Result((rating - self.low) / (self.high - self.low), "ok", f"rating {int(rating)}", raw)
+
+    def stats(self, results: list[Result]) -> dict:
+        return judge_stats(results)

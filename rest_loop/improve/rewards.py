@@ -1,14 +1,19 @@
 """Combine reward terms built from config into one Judgement per sample.
 
     reward:
-      name: verifier_judge
+      name: json_then_judge
       terms:
-        correct: {_target_: rest_loop.improve.verifiers.NumericMatch, weight: 1.0}
-        judge:   {_target_: rest_loop.improve.judge.PointwiseJudge, weight: 0.5, template: judge/pointwise.j2, ...}
+        valid: {_target_: rest_loop.improve.verifiers.JsonSchema, gate: 1.0, weight: 0, schema_file: ...}
+        judge: {_target_: rest_loop.improve.judge.RationaleJudge, weight: 1.0, template: judge/rationale.j2, ...}
 
-The score is the weighted mean of the terms' scores. If any weighted term could
-not judge a sample, neither can the combination: its status passes through and
-the sample gets no score.
+The score is the weighted sum of the terms' scores, with the weights normalised
+to sum to 1 so that it stays in [0, 1]. A term with `gate: g` must score at least
+g first: a sample that fails a gate scores 0.0 and the other terms are not asked
+about it (no judge call is spent on invalid JSON). If a term could not judge a
+sample, neither can the combination: its status passes through, with no score.
+
+`retries` re-asks a retryable term (a judge that generates text) about the samples
+it left unparsed or errored, up to that many times; the rest are dropped by the filter.
 """
 
 from __future__ import annotations
@@ -18,44 +23,85 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from rest_loop.improve.verifiers import Result
 from rest_loop.records import Judgement, Prompt, Sample
 
 
 class Reward:
-    def __init__(self, name: str, terms: dict[str, tuple[Any, float]]):
-        if not terms:
+    def __init__(self, name: str, terms: dict[str, tuple[Any, float]], gates: dict[str, float] | None = None):
+        self.name, self.terms, self.gates = name, terms, gates or {}
+        if not any(w > 0 for _, w in terms.values()):
             raise ValueError(f"reward {name!r}: no term has a weight > 0")
-        self.name, self.terms = name, terms
+        # gates run first, so the other terms see only the samples that pass them
+        self.order = [k for k in terms if k in self.gates] + [k for k in terms if k not in self.gates]
+        self.last_stats: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, cfg: DictConfig | dict) -> "Reward":
         spec = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-        terms = {}
+        name = spec.get("name", "reward")
+        terms, gates = {}, {}
         for key, term in spec.get("terms", {}).items():
-            weight = float(term.pop("weight", 1.0))
+            weight, gate = float(term.pop("weight", 1.0)), term.pop("gate", None)
             if weight < 0:
                 raise ValueError(f"reward.terms.{key}.weight={weight}: must be >= 0")
-            if weight > 0:  # a term with weight 0 is configured but off: do not pay for it
+            if gate is not None:
+                gates[key] = float(gate)
+            if weight > 0 or gate is not None:  # a term with weight 0 and no gate is off: do not pay for it
                 terms[key] = (instantiate(term), weight)
-        return cls(spec.get("name", "reward"), terms)
+        return cls(name, terms, gates)
 
     @property
     def version(self) -> str:
-        return "+".join(f"{k}:{getattr(t, 'version', t.name)}" for k, (t, _) in self.terms.items())
+        return "+".join(f"{k}{'(gate)' if k in self.gates else ''}:{getattr(t, 'version', t.name)}"
+                        for k, (t, _) in self.terms.items())
 
-    def __call__(self, prompts: dict[str, Prompt], samples: list[Sample]) -> list[Judgement]:
+    def __call__(self, prompts: dict[str, Prompt], samples: list[Sample], retries: int = 0) -> list[Judgement]:
         ps = [prompts[s.prompt_id] for s in samples]
-        results = {key: term(ps, samples) for key, (term, _) in self.terms.items()}
-        judgements = []
-        for i, s in enumerate(samples):
-            parts = {k: vars(results[k][i]) for k in self.terms}
-            bad = [(k, r) for k, r in parts.items() if r["status"] != "ok"]
-            if bad:
-                key, r = bad[0]
-                judgements.append(Judgement(s.prompt_id, s.sample_idx, None, r["status"], f"{key}: {r['reason']}", parts))
-                continue
-            total = sum(w for _, w in self.terms.values())
-            score = sum(parts[k]["score"] * w for k, (_, w) in self.terms.items()) / total
-            reason = "; ".join(f"{k}: {r['reason']}" for k, r in parts.items())
-            judgements.append(Judgement(s.prompt_id, s.sample_idx, score, "ok", reason, parts))
-        return judgements
+        parts: list[dict[str, dict]] = [{} for _ in samples]
+        stopped: list[str | None] = [None] * len(samples)  # why a sample is out: a failed gate or no judgement
+        self.last_stats = {}
+        for key in self.order:
+            term, _ = self.terms[key]
+            idx = [i for i in range(len(samples)) if stopped[i] is None]
+            results = self.ask(key, term, [ps[i] for i in idx], [samples[i] for i in idx], retries)
+            for i, r in zip(idx, results):
+                parts[i][key] = vars(r)
+                if r.status != "ok":
+                    stopped[i] = key
+                elif key in self.gates and r.score < self.gates[key]:
+                    stopped[i] = key
+        return [self.combine(s, p, why) for s, p, why in zip(samples, parts, stopped)]
+
+    def ask(self, key: str, term, ps: list[Prompt], ss: list[Sample], retries: int) -> list[Result]:
+        backend = getattr(term, "backend", None)
+        before = vars(backend.usage).copy() if backend else {}
+        results = term(ps, ss) if ps else []
+        retried = recovered = 0
+        for attempt in range(1, retries + 1 if getattr(term, "retryable", False) else 1):
+            redo = [i for i, r in enumerate(results) if r.status != "ok"]
+            if not redo:
+                break
+            again = term([ps[i] for i in redo], [ss[i] for i in redo], attempt=attempt)
+            retried += len(redo)
+            for i, r in zip(redo, again):
+                recovered += r.status == "ok"
+                results[i] = Result(r.score, r.status, f"{r.reason} (attempt {attempt})", r.raw)
+        stats = term.stats(results) if hasattr(term, "stats") else {}
+        if backend:  # what this call cost; the backend counts the whole process, for its budget
+            stats["usage"] = {k: round(v - before[k], 3) for k, v in vars(backend.usage).items()}
+        self.last_stats[key] = {**stats, "retried": retried, "recovered_by_retry": recovered} if retries else stats
+        return results
+
+    def combine(self, sample: Sample, parts: dict[str, dict], stopped: str | None) -> Judgement:
+        if stopped is not None:
+            r = parts[stopped]
+            if r["status"] != "ok":
+                return Judgement(sample.prompt_id, sample.sample_idx, None, r["status"], f"{stopped}: {r['reason']}",
+                                 parts)
+            return Judgement(sample.prompt_id, sample.sample_idx, 0.0, "ok",
+                             f"gate {stopped} failed: {r['reason']}", parts)
+        weighted = [(k, w) for k, (_, w) in self.terms.items() if w > 0]
+        score = sum(parts[k]["score"] * w for k, w in weighted) / sum(w for _, w in weighted)
+        reason = "; ".join(f"{k}: {r['reason']}" for k, r in parts.items())
+        return Judgement(sample.prompt_id, sample.sample_idx, score, "ok", reason, parts)

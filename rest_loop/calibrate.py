@@ -1,0 +1,140 @@
+"""How well does a judge agree with a verifier? Ask before spending GPU hours on it.
+
+    rest-loop-calibrate experiment=demo                                  # grow base samples, score both
+    rest-loop-calibrate experiment=demo reward=judge_rationale_verifier  # another judge
+    rest-loop-calibrate calibrate.samples=runs/demo/<time>/round_001/grow/samples.jsonl
+
+It scores the same samples with the reward's verifier term (the truth: score >= 0.5
+is "correct") and its judge term, then prints the judge's coverage (how many it
+scored at all), the AUC of its scores against the truth, and accuracy and the
+confusion matrix at `calibrate.threshold`. Precision at the threshold is what ReST
+trains on: the share of kept samples that are correct. Everything is written to
+`calibration.json` in the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from rest_loop.__main__ import CONF
+from rest_loop.config import ConfigError, validate
+from rest_loop.store import write_json
+
+log = logging.getLogger("rest_loop")
+
+
+def auc(scores: list[float], truth: list[bool]) -> float | None:
+    """P(a correct sample scores above a wrong one), ties counting half (Mann-Whitney U).
+
+    >>> auc([0.9, 0.8, 0.2, 0.8], [True, True, False, False])
+    0.875
+    """
+    s, t = np.asarray(scores, float), np.asarray(truth, bool)
+    pos, neg = s[t], s[~t]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    above = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(above / (len(pos) * len(neg)))
+
+
+def agreement(scores: list[float | None], truth: list[bool], threshold: float) -> dict:
+    """Coverage, AUC and the confusion matrix of `score >= threshold` against the truth; None scores are unjudged."""
+    judged = [(s, t) for s, t in zip(scores, truth) if s is not None]
+    tp = sum(s >= threshold and t for s, t in judged)
+    fp = sum(s >= threshold and not t for s, t in judged)
+    fn = sum(s < threshold and t for s, t in judged)
+    tn = sum(s < threshold and not t for s, t in judged)
+    return {
+        "samples": len(scores),
+        "judged": len(judged),
+        "coverage": len(judged) / len(scores) if scores else 0.0,
+        "base_rate": sum(truth) / len(truth) if truth else None,  # share correct, judged or not
+        "auc": auc([s for s, _ in judged], [t for _, t in judged]),
+        "threshold": threshold,
+        "accuracy": (tp + tn) / len(judged) if judged else None,
+        "precision": tp / (tp + fp) if tp + fp else None,  # of what the judge keeps, the share correct
+        "recall": tp / (tp + fn) if tp + fn else None,
+        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+    }
+
+
+def render(report: dict) -> str:
+    def f(x):
+        return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+    c = report["confusion"]
+    return "\n".join([
+        f"judge {report['judge']} against verifier {report['verifier']} on {report['samples']} samples",
+        f"  judged {report['judged']} ({f(report['coverage'])} coverage); statuses {report['judge_status']}",
+        f"  correct (verifier): {f(report['base_rate'])}",
+        f"  AUC: {f(report['auc'])}",
+        f"  at threshold {report['threshold']}: accuracy {f(report['accuracy'])}, "
+        f"precision {f(report['precision'])}, recall {f(report['recall'])}",
+        "                 verifier: correct  wrong",
+        f"  judge keeps               {c['tp']:>7}  {c['fp']:>5}",
+        f"  judge drops               {c['fn']:>7}  {c['tn']:>5}",
+    ])
+
+
+def calibrate(cfg: DictConfig) -> dict:
+    from hydra.utils import instantiate
+
+    from rest_loop.engine import BASE, get_engine
+    from rest_loop.grow import grow
+    from rest_loop.improve.rewards import Reward
+    from rest_loop.models import resolve_model
+    from rest_loop.records import Sample
+    from rest_loop.store import read_jsonl
+
+    typed, opts = validate(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "calibrate"])), cfg.calibrate
+    reward = Reward.from_config(cfg.reward)
+    for role in ("verifier", "judge"):
+        if opts[role] not in reward.terms:
+            raise ConfigError(f"calibrate.{role}={opts[role]!r}: reward {reward.name!r} has terms "
+                              f"{sorted(reward.terms)}; pick one, or another reward=...")
+    task = instantiate(cfg.task)
+    prompts = {p.id: p for p in task.train + task.heldout}
+    if opts.samples:
+        samples = read_jsonl(Path(opts.samples), Sample)
+    else:
+        engine = get_engine(resolve_model(typed.model.source, typed.model.cache_dir), typed.model, typed.seed)
+        samples = grow(engine, BASE, task.train[: opts.prompts], typed.sampler, round=0)
+    ps = [prompts[s.prompt_id] for s in samples]
+    truth = [r.status == "ok" and r.score >= 0.5 for r in reward.terms[opts.verifier][0](ps, samples)]
+    judged = reward.ask(opts.judge, reward.terms[opts.judge][0], ps, samples, retries=0)
+    report = {"judge": f"{opts.judge} ({getattr(reward.terms[opts.judge][0], 'version', '')})",
+              "verifier": opts.verifier,
+              "judge_status": {s: sum(r.status == s for r in judged) for s in ("ok", "unparsed", "error")},
+              **agreement([r.score if r.status == "ok" else None for r in judged], truth, opts.threshold),
+              "judge_stats": reward.last_stats.get(opts.judge, {})}
+    return report
+
+
+@hydra.main(config_path=CONF, config_name="calibrate", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from rest_loop.engine import close_engines
+
+    OmegaConf.resolve(cfg)
+    cfg.paths.run_dir = HydraConfig.get().runtime.output_dir
+    try:
+        report = calibrate(cfg)
+    except ConfigError as e:
+        log.error("config error: %s", e)
+        sys.exit(2)
+    finally:
+        close_engines()
+    write_json(Path(cfg.paths.run_dir) / "calibration.json", report)
+    print(render(report), flush=True)
+    print(f"written to {Path(cfg.paths.run_dir) / 'calibration.json'}", flush=True)
+    return report["auc"]
+
+
+if __name__ == "__main__":  # vLLM starts its workers with spawn: keep this guard
+    main()

@@ -1,0 +1,212 @@
+"""The three judge modes through the OpenAI-compatible backend, against a real HTTP server on loopback.
+
+The server (tests/judge_server.py) grades by the reference, so scores can be checked,
+and injects faults: 500, 429, timeouts, malformed JSON, unparsable answers, a refused
+key, a server that dies midway. No vLLM here: these run in seconds.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rest_loop.improve.backends import JudgeStopped, OpenAIBackend
+from rest_loop.improve.judge import PointwiseJudge, RationaleJudge
+from rest_loop.improve.ranking import RankingJudge
+from rest_loop.improve.rewards import Reward
+from rest_loop.records import Prompt, Sample
+from tests.judge_server import JudgeServer, arithmetic_oracle
+
+PROMPTS = [Prompt(f"q{i}", [], reference=str(10 + i), input=f"What is {i} + 10?") for i in range(4)]
+
+
+def samples_for(prompts=PROMPTS, per_prompt=4) -> tuple[list[Prompt], list[Sample]]:
+    """Per prompt: samples 0 and 2 right, 1 and 3 wrong."""
+    ps, ss = [], []
+    for p in prompts:
+        for i in range(per_prompt):
+            answer = p.reference if i % 2 == 0 else str(int(p.reference) + 1)
+            ps.append(p)
+            ss.append(Sample(1, p.id, i, f"Sample {i}: it is {answer}.", 3, "base", 0))
+    return ps, ss
+
+
+@pytest.fixture
+def server():
+    with JudgeServer(arithmetic_oracle) as s:
+        yield s
+
+
+def backend(server, tmp_path, **kw) -> OpenAIBackend:
+    options = dict(model="judge-test", base_url=server.url, api_key_env=None, timeout=2.0, max_retries=3,
+                   backoff=0.01, max_concurrency=4, cache=str(tmp_path / "judge.sqlite"))
+    return OpenAIBackend(**{**options, **kw})
+
+
+def pointwise(prompts_dir, b):
+    return PointwiseJudge("judge/pointwise.j2", prompts_dir, b)
+
+
+def rationale(prompts_dir, b):
+    return RationaleJudge("judge/rationale.j2", prompts_dir, b)
+
+
+@pytest.mark.parametrize("make", [pointwise, rationale])
+def test_pointwise_modes_score_by_the_judges_answer(server, tmp_path, prompts_dir, make):
+    ps, ss = samples_for()
+    results = make(prompts_dir, backend(server, tmp_path))(ps, ss)
+    assert [r.status for r in results] == ["ok"] * 16
+    right, wrong = [r.score for r in results[0::2]], [r.score for r in results[1::2]]
+    assert min(right) > 0.8 and max(wrong) < 0.3
+    assert len(server.answered) == 16
+    assert "Reference answer: 10" in server.answered[0]["messages"][0]["content"]  # reference-guided
+
+
+def test_ranking_puts_right_answers_first_and_records_the_shuffle(server, tmp_path, prompts_dir):
+    ps, ss = samples_for(per_prompt=4)
+    judge = RankingJudge("judge/ranking.j2", prompts_dir, backend(server, tmp_path), group_size=4, seed=7)
+    results = judge(ps, ss)
+    assert len(server.answered) == 4  # one request per prompt: 4 candidates at once
+    assert all(r.status == "ok" for r in results)
+    for i in range(0, 16, 4):  # per prompt: the two right ones take places 1 and 2
+        scores = [results[i + j].score for j in range(4)]
+        assert sorted(scores[0::2]) == [2 / 3, 1.0] and sorted(scores[1::2]) == [0.0, 1 / 3]
+        raw = results[i].raw
+        assert raw["shuffle_seed"].startswith("7:q") and sorted(raw["shown"]) == [0, 1, 2, 3]
+    shown = [r.raw["shown"] for r in results[::4]]
+    assert len({tuple(s) for s in shown}) > 1  # the order differs between prompts: it is shuffled
+    again = RankingJudge("judge/ranking.j2", prompts_dir, backend(server, tmp_path), group_size=4, seed=7)(ps, ss)
+    assert [r.raw["shown"] for r in again[::4]] == shown  # ... with a recorded, reproducible seed
+    assert len(server.answered) == 4  # and answered from the cache
+
+
+def test_ranking_second_pass_records_agreement(server, tmp_path, prompts_dir):
+    ps, ss = samples_for(per_prompt=6)  # 6 by 4 -> two groups of 3 per prompt
+    judge = RankingJudge("judge/ranking.j2", prompts_dir, backend(server, tmp_path), group_size=4,
+                         second_pass=True)
+    results = judge(ps, ss)
+    assert len(server.answered) == 4 * 2 * 2  # prompts x groups x passes
+    assert all(r.status == "ok" and len(r.raw["shown"]) == 3 for r in results)
+    assert all("agree_best" in r.raw and -1 <= r.raw["kendall_tau"] <= 1 for r in results)
+    stats = judge.stats(results)
+    assert stats["groups_ranked"] == 8 and 0 <= stats["second_pass_agree_best"] <= 1
+    assert "first_shown_won" in stats and stats["first_shown_won_if_no_bias"] == pytest.approx(1 / 3)
+
+
+def test_transient_faults_are_retried(server, tmp_path, prompts_dir):
+    server.push_faults("500", "429", "timeout", "malformed")
+    ps, ss = samples_for(PROMPTS[:1], per_prompt=2)
+    b = backend(server, tmp_path, max_concurrency=1, timeout=0.5, max_retries=4)
+    results = pointwise(prompts_dir, b)(ps, ss)
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert len(server.requests) == 6 and len(server.answered) == 2
+    assert (b.usage.retries, b.usage.requests, b.usage.answered) == (4, 6, 2)
+
+
+@pytest.mark.parametrize("make", [pointwise, rationale])
+def test_an_unparsable_answer_never_becomes_a_number(server, tmp_path, prompts_dir, make):
+    server.push_faults("unparsable")
+    ps, ss = samples_for(PROMPTS[:1], per_prompt=2)
+    results = make(prompts_dir, backend(server, tmp_path, max_concurrency=1))(ps, ss)
+    assert (results[0].status, results[0].score) == ("unparsed", None)
+    assert results[1].status == "ok"
+    reward = Reward("r", {"judge": (make(prompts_dir, backend(server, tmp_path)), 1.0)})
+    judgements = reward({p.id: p for p in ps}, ss)  # from the cache: the unparsable answer is an answer
+    assert (judgements[0].status, judgements[0].score) == ("unparsed", None)
+
+
+def test_retry_policy_reasks_unparsed_with_sampling(server, tmp_path, prompts_dir):
+    server.push_faults("unparsable", "unparsable", "unparsable")  # both at first, then sample 0 once more
+    ps, ss = samples_for(PROMPTS[:1], per_prompt=2)
+    reward = Reward("r", {"judge": (rationale(prompts_dir, backend(server, tmp_path, max_concurrency=1)), 1.0)})
+    judgements = reward({p.id: p for p in ps}, ss, retries=2)
+    assert [j.status for j in judgements] == ["ok", "ok"]
+    assert "(attempt 2)" in judgements[0].reason and "(attempt 1)" in judgements[1].reason
+    assert [r["temperature"] for r in server.requests] == [0.0, 0.0, 0.7, 0.7, 0.7]
+    assert reward.last_stats["judge"]["retried"] == 3 and reward.last_stats["judge"]["recovered_by_retry"] == 2
+
+    server.push_faults(*["unparsable"] * 3)
+    ps, ss = samples_for(PROMPTS[1:2], per_prompt=1)
+    [j] = reward({p.id: p for p in ps}, ss, retries=2)  # still unparsed after every retry: no score
+    assert (j.status, j.score) == ("unparsed", None)
+
+
+def test_a_request_that_keeps_failing_is_an_error_and_is_not_cached(server, tmp_path, prompts_dir):
+    server.push_faults("malformed", "malformed")
+    ps, ss = samples_for(PROMPTS[:1], per_prompt=1)
+    b = backend(server, tmp_path, max_retries=1)
+    [result] = pointwise(prompts_dir, b)(ps, ss)
+    assert (result.status, result.score) == ("error", None) and "unreadable" in result.reason
+    assert b.usage.errors == 1
+    [result] = pointwise(prompts_dir, b)(ps, ss)  # asked again: errors are not answers
+    assert result.status == "ok" and len(server.requests) == 3
+
+
+def test_identical_requests_are_sent_once(server, tmp_path, prompts_dir):
+    ps, ss = samples_for(PROMPTS[:1], per_prompt=3)
+    ss[2].text = ss[0].text  # Grow often repeats a completion
+    results = pointwise(prompts_dir, backend(server, tmp_path))(ps, ss)
+    assert len(server.requests) == 2 and results[2].score == results[0].score
+
+
+def test_cache_prevents_repeated_calls_and_keys_on_model_and_params(server, tmp_path, prompts_dir):
+    ps, ss = samples_for()
+    pointwise(prompts_dir, backend(server, tmp_path))(ps, ss)
+    assert len(server.requests) == 16
+    b = backend(server, tmp_path)
+    results = pointwise(prompts_dir, b)(ps, ss)
+    assert len(server.requests) == 16 and b.usage.cached == 16 and b.usage.requests == 0
+    assert all(r.status == "ok" for r in results)
+    rationale(prompts_dir, backend(server, tmp_path))(ps, ss)  # other params and prompt: asked
+    backend_b = backend(server, tmp_path, model="another-judge")
+    pointwise(prompts_dir, backend_b)(ps, ss)  # another judge model: asked
+    assert len(server.requests) == 48
+
+
+def test_budget_stops_cleanly_and_a_new_budget_asks_only_the_rest(server, tmp_path, prompts_dir):
+    ps, ss = samples_for()
+    with pytest.raises(JudgeStopped, match="request budget spent"):
+        pointwise(prompts_dir, backend(server, tmp_path, budget_requests=5, max_concurrency=2))(ps, ss)
+    assert len(server.requests) == 5
+    results = pointwise(prompts_dir, backend(server, tmp_path))(ps, ss)
+    assert all(r.status == "ok" for r in results)
+    asked = [r["messages"][0]["content"] for r in server.requests]
+    assert len(asked) == 16 == len(set(asked))  # nothing asked twice
+
+
+def test_token_budget(server, tmp_path, prompts_dir):
+    ps, ss = samples_for()
+    with pytest.raises(JudgeStopped, match="token budget spent"):
+        pointwise(prompts_dir, backend(server, tmp_path, budget_tokens=200, max_concurrency=1))(ps, ss)
+    assert 1 < len(server.requests) < 16
+
+
+def test_server_dies_midway_stop_then_resume_reasks_nothing_answered(server, tmp_path, prompts_dir):
+    server.die_after = 6
+    ps, ss = samples_for()
+    with pytest.raises(JudgeStopped, match="APIConnectionError"):
+        rationale(prompts_dir, backend(server, tmp_path, max_retries=2, max_concurrency=2))(ps, ss)
+    answered = [r["messages"][0]["content"] for r in server.answered]
+    assert len(answered) == 6
+    server.restart()
+    results = rationale(prompts_dir, backend(server, tmp_path))(ps, ss)
+    assert all(r.status == "ok" for r in results)
+    answered = [r["messages"][0]["content"] for r in server.answered]
+    assert len(answered) == 16 == len(set(answered))  # the first 6 were not asked again
+
+
+def test_a_refused_key_stops_at_once(tmp_path, prompts_dir, monkeypatch):
+    monkeypatch.setenv("JUDGE_KEY", "wrong")
+    with JudgeServer(arithmetic_oracle, api_key="right") as server:
+        ps, ss = samples_for()
+        with pytest.raises(JudgeStopped, match="401"):
+            pointwise(prompts_dir, backend(server, tmp_path, api_key_env="JUDGE_KEY", max_concurrency=1))(ps, ss)
+        assert len(server.requests) == 1
+        monkeypatch.setenv("JUDGE_KEY", "right")
+        results = pointwise(prompts_dir, backend(server, tmp_path, api_key_env="JUDGE_KEY"))(ps, ss)
+        assert all(r.status == "ok" for r in results)
+
+
+def test_the_key_comes_from_the_environment_only(tmp_path, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY", raising=False)
+    with pytest.raises(ValueError, match="judge.api_key_env='NO_SUCH_KEY'"):
+        OpenAIBackend(model="m", base_url="http://127.0.0.1:1/v1", api_key_env="NO_SUCH_KEY")
