@@ -43,6 +43,7 @@ class Request:
     max_tokens: int = 1
     temperature: float = 0.0
     top_logprobs: int = 0  # > 0: also return the first token's top alternatives
+    regex: str | None = None  # constrain the answer to this pattern (vLLM's structured outputs)
     attempt: int = 0  # re-asking an unparsed answer is a new request with its own cache entry
 
 
@@ -121,11 +122,15 @@ class LocalBackend:
                 # vLLM takes one SamplingParams per call: group the batch by its params
                 groups: dict[tuple, list[int]] = {}
                 for i, r in enumerate(batch):
-                    groups.setdefault((r.max_tokens, r.temperature, r.top_logprobs), []).append(i)
-                for (max_tokens, temperature, k), idx in groups.items():
+                    groups.setdefault((r.max_tokens, r.temperature, r.top_logprobs, r.regex), []).append(i)
+                for (max_tokens, temperature, k, regex), idx in groups.items():
                     params = {"n": 1, "max_tokens": max_tokens, "temperature": temperature}
                     if k:
                         params["logprobs"] = k
+                    if regex:
+                        from vllm.sampling_params import StructuredOutputsParams
+
+                        params["structured_outputs"] = StructuredOutputsParams(regex=regex)
                     prompts = [engine.chat_prompt(batch[i].messages) for i in idx]
                     outs = engine.generate(prompts, params, use_tqdm=False)
                     for i, out in zip(idx, outs):
@@ -213,6 +218,8 @@ class OpenAIBackend:
                                       temperature=request.temperature)
         if request.top_logprobs:
             kwargs.update(logprobs=True, top_logprobs=request.top_logprobs)
+        if request.regex:  # a vLLM server's structured outputs; other servers refuse it (HTTP 400)
+            kwargs["extra_body"] = {"structured_outputs": {"regex": request.regex}}
         for attempt in range(self.max_retries + 1):
             with self.budget.lock:
                 if self._stop is None:

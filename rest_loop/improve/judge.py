@@ -9,6 +9,12 @@ the shared signature `judge(prompts, samples, attempt=0) -> [Result]`:
 - `RationaleJudge`: the judge explains, then writes `Rating: N`; the last such line
   is parsed. No line, or a rating out of range: "unparsed", no score.
 
+`constrain: true` makes a generating judge answer in the template's format (a regex
+enforced by vLLM's structured outputs, locally or on a vLLM server): small judges
+that cannot keep to a format otherwise (SmolLM2-135M ranks 0 of 20 groups in the
+format unconstrained) then always produce a parsable answer. It guarantees the
+format, not the judgement.
+
 A template sees `input`, `completion`, `reference` (None when the task has none or
 `use_reference` is off), `min_rating` and `max_rating`. The backend (`backends.py`)
 is the local vLLM engine or an OpenAI-compatible endpoint; answers are cached.
@@ -90,10 +96,12 @@ class RationaleJudge:
 
     def __init__(self, template: str, prompts_dir: str, backend, min_rating: int = 1, max_rating: int = 9,
                  max_tokens: int = 256, temperature: float = 0.0, retry_temperature: float = 0.7,
-                 use_reference: bool = True):
+                 use_reference: bool = True, constrain: bool = False):
         check_ratings(min_rating, max_rating)
         self.template, self.backend = Template(prompts_dir, template), backend
         self.low, self.high = min_rating, max_rating
+        # an explanation line of at most 400 characters (well inside max_tokens), then the rating line
+        self.regex = rf"[^\n]{{1,400}}\nRating: [{min_rating}-{max_rating}]" if constrain else None
         self.max_tokens, self.temperature, self.retry_temperature = max_tokens, temperature, retry_temperature
         self.use_reference = use_reference
         self.version = f"rationale:{self.template.version}"
@@ -107,7 +115,7 @@ class RationaleJudge:
     def __call__(self, prompts: list[Prompt], samples: list[Sample], attempt: int = 0) -> list[Result]:
         temperature = self.temperature if attempt == 0 else self.retry_temperature
         requests = [Request(self.messages(p, s), max_tokens=self.max_tokens, temperature=temperature,
-                            attempt=attempt) for p, s in zip(prompts, samples)]
+                            regex=self.regex, attempt=attempt) for p, s in zip(prompts, samples)]
         return [failed(reply) or self.parse(reply) for reply in ask(self.backend, requests)]
 
     def parse(self, reply: Reply) -> Result:

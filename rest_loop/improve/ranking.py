@@ -22,6 +22,7 @@ not the ranking's first, is "unparsed": no score for anyone in that group.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import re
@@ -57,6 +58,21 @@ def split(indices: list[int], size: int) -> list[list[int]]:
     return [indices[g::groups] for g in range(groups)] if groups > 1 else [indices]
 
 
+def format_regex(k: int) -> str:
+    """The answer format as a regex. Up to 5 candidates every consistent answer is spelled out
+    (120 alternatives), so a constrained judge cannot repeat a number or contradict itself; above
+    that only the shape is forced and a malformed ranking is still unparsed.
+
+    >>> print(format_regex(2))
+    Explanation: [^\\n]{1,400}\\n(Answer: #1\\nRanking: #1 > #2|Answer: #2\\nRanking: #2 > #1)
+    """
+    if k <= 5:
+        orders = [f"Answer: #{o[0]}\\nRanking: " + " > ".join(f"#{c}" for c in o)
+                  for o in itertools.permutations(range(1, k + 1))]
+        return r"Explanation: [^\n]{1,400}\n(" + "|".join(orders) + ")"
+    return rf"Explanation: [^\n]{{1,400}}\nAnswer: #[1-{k}]\nRanking: #[1-{k}]( > #[1-{k}]){{{k - 1}}}"
+
+
 def kendall_tau(a: list[int], b: list[int]) -> float:
     pos = {x: i for i, x in enumerate(b)}
     pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))]
@@ -70,9 +86,10 @@ class RankingJudge:
 
     def __init__(self, template: str, prompts_dir: str, backend, group_size: int = 4, second_pass: bool = False,
                  seed: int = 0, max_tokens: int = 512, temperature: float = 0.0, retry_temperature: float = 0.7,
-                 use_reference: bool = True):
-        if group_size < 2:
-            raise ValueError(f"reward judge: group_size={group_size} must be >= 2 (ranking needs two candidates)")
+                 use_reference: bool = True, constrain: bool = False):
+        if not 2 <= group_size <= 9:
+            raise ValueError(f"reward judge: group_size={group_size} must be in 2..9 (one-digit candidate numbers)")
+        self.constrain = constrain
         self.template, self.backend = Template(prompts_dir, template), backend
         self.group_size, self.second_pass, self.seed = group_size, second_pass, seed
         self.max_tokens, self.temperature, self.retry_temperature = max_tokens, temperature, retry_temperature
@@ -82,8 +99,9 @@ class RankingJudge:
     def request(self, prompt: Prompt, texts: list[str], attempt: int) -> Request:
         content = self.template.render(input=prompt.input, candidates=texts, k=len(texts),
                                        reference=prompt.reference if self.use_reference else None)
-        return Request([{"role": "user", "content": content}], max_tokens=self.max_tokens, attempt=attempt,
-                       temperature=self.temperature if attempt == 0 else self.retry_temperature)
+        regex = format_regex(len(texts)) if self.constrain else None
+        return Request([{"role": "user", "content": content}], max_tokens=self.max_tokens, regex=regex,
+                       attempt=attempt, temperature=self.temperature if attempt == 0 else self.retry_temperature)
 
     def __call__(self, prompts: list[Prompt], samples: list[Sample], attempt: int = 0) -> list[Result]:
         by_prompt: dict[str, list[int]] = defaultdict(list)
