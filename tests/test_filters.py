@@ -195,8 +195,15 @@ def test_kept_order_is_fixed_whatever_the_input_order():
 
 
 def test_dedup_keeps_the_lowest_sample_idx_whatever_the_input_order():
-    got, _ = run(FilterConfig(stages=["ok", "dedup"]), rows=[("p", 1, "7", 0.1), ("p", 0, " 7", 0.9)])
+    got, _ = run(FilterConfig(stages=["ok", "dedup"]), rows=[("p", 1, "7", 0.9), ("p", 0, " 7", 0.9)])
     assert got == [("p", 0)]
+
+
+def test_dedup_keeps_the_best_scored_copy():
+    """A ranking judge can place two copies of one answer first and last: the first place must survive."""
+    got, _ = run(FilterConfig(stages=["ok", "dedup", "top_k"], top_k=1),
+                 rows=[("p", 0, "7", 0.0), ("p", 1, "7", 1.0), ("p", 2, "8", 0.5)])
+    assert got == [("p", 1)]
 
 
 @pytest.mark.parametrize("settings", [

@@ -111,3 +111,50 @@ def test_empty_filter_stops_cleanly_and_resumes_with_a_lower_threshold(tiny_mode
     stats = json.loads((run_dir / "round_001/improve/stats.json").read_text())
     assert stats["threshold"] == 0.0 and stats["kept"] > 0
     assert (run_dir / "round_001/eval/DONE").exists()
+
+
+def test_ranking_judge_run_on_the_local_engine(smollm2, tmp_path):
+    """ReST meets ReAct's loop on CPU: SmolLM2 ranks its own samples (format constrained), top-1 is kept."""
+    run_dir = tmp_path / "run"
+    run_ok(cli(run_dir, smollm2, "sampler.n=3", "sampler.temperature=1.0", "reward=judge_ranking",
+               "reward.terms.judge.constrain=true", "reward.terms.judge.max_tokens=256", "filter=best_of_n",
+               f"judge.cache={tmp_path / 'judge.sqlite'}"))
+    judgements = read_jsonl(run_dir / "round_001/improve/judgements.jsonl")
+    assert len(judgements) == 18 and all(j["status"] == "ok" for j in judgements)
+    raw = judgements[0]["parts"]["judge"]["raw"]
+    assert sorted(raw["shown"]) == [0, 1, 2] and raw["shuffle_seed"] and "Ranking:" in raw["texts"][0]
+    kept = read_jsonl(run_dir / "round_001/improve/kept.jsonl")
+    assert len(kept) == 6 and all(k["score"] == 1.0 for k in kept)  # the best of each prompt's 3
+    stats = json.loads((run_dir / "round_001/improve/stats.json").read_text())
+    assert [s["stage"] for s in stats["stages"]] == ["ok", "threshold", "percentile", "dedup", "top_k", "cap"]
+    assert stats["reward_terms"]["judge"]["groups_ranked"] == 6
+    assert (run_dir / "round_001/eval/DONE").exists()
+
+
+def test_judge_server_dies_midway_and_resume_reasks_nothing(tiny_model, tmp_path):
+    from tests.judge_server import JudgeServer, arithmetic_oracle
+
+    run_dir = tmp_path / "run"
+    with JudgeServer(arithmetic_oracle, die_after=5) as server:
+        judge = ["reward=judge_rationale", "judge=openai", f"judge.base_url={server.url}", "judge.model=judge-test",
+                 "judge.api_key_env=null", "judge.max_retries=1", "judge.backoff=0.01", "judge.max_concurrency=2",
+                 f"judge.cache={tmp_path / 'judge.sqlite'}"]
+        out = subprocess.run(cli(run_dir, tiny_model, *judge), capture_output=True, text=True, timeout=600)
+        assert out.returncode == 4, out.stderr[-3000:]
+        log = out.stdout + out.stderr
+        assert "Stopped cleanly; every answer so far is cached" in log and f"rest-loop resume={run_dir}" in log
+        assert not (run_dir / "round_001/improve/DONE").exists()
+        assert len(server.answered) == 5
+
+        server.restart()
+        log = run_ok([sys.executable, "-m", "rest_loop", f"resume={run_dir}"])
+        assert "grow already done" in log
+        asked = [r["messages"][0]["content"] for r in server.answered]
+        samples = read_jsonl(run_dir / "round_001/grow/samples.jsonl")
+        distinct = {(s["prompt_id"], s["text"]) for s in samples}
+        assert len(asked) == len(set(asked)) == len(distinct)  # every distinct sample asked once, none twice
+    judgements = read_jsonl(run_dir / "round_001/improve/judgements.jsonl")
+    assert len(judgements) == 12 and all(j["status"] == "ok" for j in judgements)
+    stats = json.loads((run_dir / "round_001/improve/stats.json").read_text())
+    assert stats["reward_terms"]["judge"]["usage"]["cached"] >= 5
+    assert (run_dir / "round_001/eval/DONE").exists()

@@ -98,13 +98,12 @@ def dedup(pairs, cfg, round, seed):
     if cfg.dedup == "none":
         return pairs, None
     key = normalise if cfg.dedup == "normalised" else str
-    seen: set[tuple[str, str]] = set()
-    unique = []
-    for s, j in pairs:  # pairs are in sample_idx order within a prompt: the first occurrence stays
-        if (s.prompt_id, key(s.text)) not in seen:
-            seen.add((s.prompt_id, key(s.text)))
-            unique.append((s, j))
-    return unique, {"mode": cfg.dedup}
+    best: dict[tuple[str, str], tuple] = {}
+    for s, j in pairs:  # of repeats, the best-scored stays (a judge may score two copies differently),
+        k = (s.prompt_id, key(s.text))  # ... and of equal scores the first, since pairs are in sample_idx order
+        if k not in best or j.score > best[k][1].score:
+            best[k] = (s, j)
+    return keep_only(pairs, list(best.values())), {"mode": cfg.dedup}
 
 
 def top_k(pairs, cfg, round, seed):
