@@ -1,15 +1,15 @@
 """How well does a judge agree with a verifier? Ask before spending GPU hours on it.
 
-    rest-loop-calibrate experiment=demo                                  # grow base samples, score both
-    rest-loop-calibrate experiment=demo reward=judge_rationale_verifier  # another judge
-    rest-loop-calibrate calibrate.samples=runs/demo/<time>/round_001/grow/samples.jsonl
+    rest-loop-calibrate experiment=demo                          # grow base samples, judge=local
+    rest-loop-calibrate experiment=demo reward=judge_ranking     # any reward: it is what gets calibrated
+    rest-loop-calibrate calibrate.samples=runs/demo/<time>/round_001/grow/samples.jsonl judge=openai ...
 
-It scores the same samples with the reward's verifier term (the truth: score >= 0.5
-is "correct") and its judge term, then prints the judge's coverage (how many it
-scored at all), the AUC of its scores against the truth, and accuracy and the
-confusion matrix at `calibrate.threshold`. Precision at the threshold is what ReST
-trains on: the share of kept samples that are correct. Everything is written to
-`calibration.json` in the run directory.
+It scores the same samples with `calibrate.verifier` (the truth: score >= 0.5 is
+"correct") and with the configured reward, then prints the reward's coverage (how
+many samples it scored at all), the AUC of its scores against the truth, and accuracy
+and the confusion matrix at `calibrate.threshold`. Precision at the threshold is what ReST
+trains on: the share of kept samples that are correct. The report is written to
+`calibration.json` in the run directory, and grown samples to `samples.jsonl` there.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rest_loop.__main__ import CONF
 from rest_loop.config import ConfigError, validate
-from rest_loop.store import write_json
+from rest_loop.store import write_json, write_jsonl
 
 log = logging.getLogger("rest_loop")
 
@@ -94,11 +94,7 @@ def calibrate(cfg: DictConfig) -> dict:
     from rest_loop.store import read_jsonl
 
     typed, opts = validate(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "calibrate"])), cfg.calibrate
-    reward = Reward.from_config(cfg.reward)
-    for role in ("verifier", "judge"):
-        if opts[role] not in reward.terms:
-            raise ConfigError(f"calibrate.{role}={opts[role]!r}: reward {reward.name!r} has terms "
-                              f"{sorted(reward.terms)}; pick one, or another reward=...")
+    reward, verifier = Reward.from_config(cfg.reward), instantiate(opts.verifier)
     task = instantiate(cfg.task)
     prompts = {p.id: p for p in task.train + task.heldout}
     if opts.samples:
@@ -106,15 +102,13 @@ def calibrate(cfg: DictConfig) -> dict:
     else:
         engine = get_engine(resolve_model(typed.model.source, typed.model.cache_dir), typed.model, typed.seed)
         samples = grow(engine, BASE, task.train[: opts.prompts], typed.sampler, round=0)
-    ps = [prompts[s.prompt_id] for s in samples]
-    truth = [r.status == "ok" and r.score >= 0.5 for r in reward.terms[opts.verifier][0](ps, samples)]
-    judged = reward.ask(opts.judge, reward.terms[opts.judge][0], ps, samples, retries=0)
-    report = {"judge": f"{opts.judge} ({getattr(reward.terms[opts.judge][0], 'version', '')})",
-              "verifier": opts.verifier,
-              "judge_status": {s: sum(r.status == s for r in judged) for s in ("ok", "unparsed", "error")},
-              **agreement([r.score if r.status == "ok" else None for r in judged], truth, opts.threshold),
-              "judge_stats": reward.last_stats.get(opts.judge, {})}
-    return report
+        write_jsonl(Path(cfg.paths.run_dir) / "samples.jsonl", samples)  # calibrate another judge on the same
+    truth = [r.status == "ok" and r.score >= 0.5 for r in verifier([prompts[s.prompt_id] for s in samples], samples)]
+    judged = reward(prompts, samples)
+    return {"judge": f"reward {reward.name} ({reward.version})", "verifier": type(verifier).__name__,
+            "judge_status": {s: sum(j.status == s for j in judged) for s in ("ok", "unparsed", "error")},
+            **agreement([j.score for j in judged], truth, opts.threshold),
+            "reward_terms": reward.last_stats}
 
 
 @hydra.main(config_path=CONF, config_name="calibrate", version_base="1.3")
