@@ -4,6 +4,9 @@
     rest-loop experiment=demo loop.rounds=1 sampler.n=4
     rest-loop resume=runs/demo/2026-11-23_17-00-00  # continue a run; it keeps its saved config
     rest-loop -m filter.threshold=0.5,0.9         # a sweep
+
+Exit codes: 2 a bad config, 3 the filter kept too little, 4 the judge stopped (budget spent,
+key refused, endpoint down). For 3 and 4 the message gives the resume command.
 """
 
 from __future__ import annotations
