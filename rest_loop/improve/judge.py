@@ -38,6 +38,13 @@ def check_ratings(min_rating: int, max_rating: int) -> None:
         raise ValueError(f"reward judge: ratings {min_rating}..{max_rating} must be single digits, min < max")
 
 
+def rating_messages(template: Template, prompt: Prompt, sample: Sample, use_reference: bool, low, high) -> list:
+    """The chat a pointwise judge is asked: its template rendered with the sample, as one user turn."""
+    text = template.render(input=prompt.input, completion=sample.text, min_rating=low, max_rating=high,
+                           reference=prompt.reference if use_reference else None)
+    return [{"role": "user", "content": text}]
+
+
 def failed(reply: Reply) -> Result | None:
     """The judgement of a request that got no answer."""
     return Result(None, "error", reply.error) if reply.error is not None else None
@@ -61,15 +68,10 @@ class PointwiseJudge:
         self.min_mass, self.top_logprobs, self.use_reference = min_rating_mass, top_logprobs, use_reference
         self.version = f"pointwise:{self.template.version}"
 
-    def messages(self, prompt: Prompt, sample: Sample) -> list[dict[str, str]]:
-        text = self.template.render(input=prompt.input, completion=sample.text,
-                                    reference=prompt.reference if self.use_reference else None,
-                                    min_rating=self.ratings[0], max_rating=self.ratings[-1])
-        return [{"role": "user", "content": text}]
-
     def __call__(self, prompts: list[Prompt], samples: list[Sample], attempt: int = 0) -> list[Result]:
-        requests = [Request(self.messages(p, s), max_tokens=1, top_logprobs=self.top_logprobs, attempt=attempt)
-                    for p, s in zip(prompts, samples)]
+        low, high = self.ratings[0], self.ratings[-1]
+        requests = [Request(rating_messages(self.template, p, s, self.use_reference, low, high), max_tokens=1,
+                            top_logprobs=self.top_logprobs, attempt=attempt) for p, s in zip(prompts, samples)]
         return [failed(reply) or self.score(reply.top_logprobs or {}) for reply in ask(self.backend, requests)]
 
     def score(self, top: dict[str, float]) -> Result:
@@ -106,16 +108,11 @@ class RationaleJudge:
         self.use_reference = use_reference
         self.version = f"rationale:{self.template.version}"
 
-    def messages(self, prompt: Prompt, sample: Sample) -> list[dict[str, str]]:
-        text = self.template.render(input=prompt.input, completion=sample.text,
-                                    reference=prompt.reference if self.use_reference else None,
-                                    min_rating=self.low, max_rating=self.high)
-        return [{"role": "user", "content": text}]
-
     def __call__(self, prompts: list[Prompt], samples: list[Sample], attempt: int = 0) -> list[Result]:
         temperature = self.temperature if attempt == 0 else self.retry_temperature
-        requests = [Request(self.messages(p, s), max_tokens=self.max_tokens, temperature=temperature,
-                            regex=self.regex, attempt=attempt) for p, s in zip(prompts, samples)]
+        requests = [Request(rating_messages(self.template, p, s, self.use_reference, self.low, self.high),
+                            max_tokens=self.max_tokens, temperature=temperature, regex=self.regex, attempt=attempt)
+                    for p, s in zip(prompts, samples)]
         return [failed(reply) or self.parse(reply) for reply in ask(self.backend, requests)]
 
     def parse(self, reply: Reply) -> Result:
