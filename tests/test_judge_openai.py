@@ -186,7 +186,7 @@ def test_server_dies_midway_stop_then_resume_reasks_nothing_answered(server, tmp
     with pytest.raises(JudgeStopped, match="APIConnectionError"):
         rationale(prompts_dir, backend(server, tmp_path, max_retries=2, max_concurrency=2))(ps, ss)
     answered = [r["messages"][0]["content"] for r in server.answered]
-    assert len(answered) == 6
+    assert 6 <= len(answered) <= 7  # the other request in flight when it dies may still get its answer
     server.restart()
     results = rationale(prompts_dir, backend(server, tmp_path))(ps, ss)
     assert all(r.status == "ok" for r in results)

@@ -144,7 +144,7 @@ def test_judge_server_dies_midway_and_resume_reasks_nothing(tiny_model, tmp_path
         log = out.stdout + out.stderr
         assert "Stopped cleanly; every answer so far is cached" in log and f"rest-loop resume={run_dir}" in log
         assert not (run_dir / "round_001/improve/DONE").exists()
-        assert len(server.answered) == 5
+        assert 5 <= len(server.answered) <= 6  # a request already in flight when it dies still gets its answer
 
         server.restart()
         log = run_ok([sys.executable, "-m", "rest_loop", f"resume={run_dir}"])
