@@ -119,11 +119,11 @@ def first_token_top(logprobs) -> dict[str, float] | None:
     for lp in logprobs[0].values():
         # two token ids can decode to the same text: add their probability mass
         text = lp.decoded_token or ""
-        top[text] = _logaddexp(top[text], lp.logprob) if text in top else lp.logprob
+        top[text] = logaddexp(top[text], lp.logprob) if text in top else lp.logprob
     return top
 
 
-def _logaddexp(a: float, b: float) -> float:
+def logaddexp(a: float, b: float) -> float:
     hi, lo = max(a, b), min(a, b)
     return hi + math.log1p(math.exp(lo - hi))
 

@@ -24,10 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from rest_loop.config import ModelConfig
+from rest_loop.engine import get_engine, logaddexp
 from rest_loop.improve.cache import ReplyCache, cache_key
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,6 @@ class LocalBackend:
         self.usage = Usage()
 
     def send(self, requests: list[Request], on_reply: Callable[[int, Reply], None]) -> None:
-        from rest_loop.engine import get_engine
         from rest_loop.models import resolve_model
 
         engine = get_engine(resolve_model(self.model.source, self.model.cache_dir), self.model, self.seed)
@@ -271,7 +270,7 @@ def parse_response(response) -> Reply:
         top = {}
         for alt in content[0].top_logprobs or []:
             # two token ids can decode to the same text: add their probability mass
-            top[alt.token] = float(np.logaddexp(top[alt.token], alt.logprob)) if alt.token in top else alt.logprob
+            top[alt.token] = logaddexp(top[alt.token], alt.logprob) if alt.token in top else alt.logprob
     return Reply(choice.message.content or "", top, choice.finish_reason)
 
 

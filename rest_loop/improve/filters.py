@@ -6,7 +6,7 @@ The stages run in the order `filter.stages` names (default: all of them, in this
     threshold   score >= filter.threshold, or this round's entry of filter.threshold_schedule
     percentile  score >= the filter.percentile-th percentile of the scores reaching the stage,
                 over all prompts or per prompt (filter.percentile_scope)
-    dedup       drop repeats of a completion within a prompt, the lowest sample_idx stays
+    dedup       drop repeats of a completion within a prompt; the best-scored copy stays, ties to the lower sample_idx
                 (filter.dedup: none, exact, or normalised: whitespace collapsed and casefolded)
     top_k       per prompt the filter.top_k best scores, ties to the lower sample_idx (1: best-of-n)
     cap         per prompt at most filter.max_per_prompt, a random subset seeded by (seed, round, prompt):
