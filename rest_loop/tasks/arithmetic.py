@@ -37,8 +37,8 @@ class ArithmeticTask(Task):
 
     def __init__(self, n_train: int, n_heldout: int, seed: int, prompts_dir: str,
                  template: str = "tasks/arithmetic.j2", ops: tuple[str, ...] = ("+",),
-                 low: int = 10, high: int = 99, system_prompt: str | None = None):
-        super().__init__(template, prompts_dir, system_prompt)
+                 low: int = 10, high: int = 99, system_prompt: str | None = None, metric=None):
+        super().__init__(template, prompts_dir, system_prompt, metric)
         unknown = set(ops) - set(FRAMES)
         if unknown:
             raise ValueError(f"task.ops: unknown operators {sorted(unknown)}; known: {sorted(FRAMES)}")
@@ -57,4 +57,5 @@ class ArithmeticTask(Task):
         if op == "-" and b > a:
             a, b = b, a  # keep answers non-negative
         question = rng.choice(FRAMES[op]).format(a=a, b=b, name=rng.choice(NAMES), item=rng.choice(ITEMS))
-        return self.make_prompt(id=f"{a}{op}{b}", input=question, reference=str(APPLY[op](a, b)))
+        answer = str(APPLY[op](a, b))  # the template asks for just the number: that is also the original target
+        return self.make_prompt(id=f"{a}{op}{b}", input=question, reference=answer, target=answer)

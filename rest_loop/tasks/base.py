@@ -10,20 +10,24 @@ class Task:
     """A prompts source plus a prompt template plus an optional reference per prompt.
 
     Subclasses fill `self.train` and `self.heldout` with `Prompt`s whose ids never overlap.
+    `metric` is the held-out metric where prompts have references: a verifier whose mean is
+    reported as accuracy (e.g. NumericMatch). Without one, evaluation uses a reward's score.
     """
 
     name: str = "task"
     train: list[Prompt]
     heldout: list[Prompt]
 
-    def __init__(self, template: str, prompts_dir: str, system_prompt: str | None = None):
+    def __init__(self, template: str, prompts_dir: str, system_prompt: str | None = None, metric=None):
         self.template = Template(prompts_dir, template)
         self.system_prompt = system_prompt
+        self.metric = metric
 
-    def make_prompt(self, id: str, input: str, reference: str | None = None, **variables) -> Prompt:
+    def make_prompt(self, id: str, input: str, reference: str | None = None, target: str | None = None,
+                    **variables) -> Prompt:
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         messages.append({"role": "user", "content": self.template.render(input=input, **variables)})
-        return Prompt(id=id, messages=messages, reference=reference, input=input)
+        return Prompt(id=id, messages=messages, reference=reference, input=input, target=target)
 
     def check_disjoint(self) -> None:
         overlap = {p.id for p in self.train} & {p.id for p in self.heldout}
@@ -32,4 +36,5 @@ class Task:
 
     def describe(self) -> dict:
         return {"name": self.name, "template": self.template.version, "train": len(self.train),
-                "heldout": len(self.heldout)}
+                "heldout": len(self.heldout), "metric": getattr(self.metric, "name", None),
+                "targets": sum(p.target is not None for p in self.train)}

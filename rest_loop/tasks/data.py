@@ -1,0 +1,98 @@
+"""The one place task data is loaded: a local file, a `save_to_disk` folder, or a hub id, as plain rows.
+
+Everything goes through the `datasets` library, so a file, a folder and a hub
+dataset give the same rows (dicts of column -> value):
+
+    load_rows("/data/gsm8k/train.jsonl")               # .jsonl .json .parquet .csv: the file is the split
+    load_rows("/data/gsm8k_saved", split="test")       # a folder written by Dataset(Dict).save_to_disk
+    load_rows("openai/gsm8k", split="train", name="main")  # a hub id, or a local dataset repo folder
+
+`key` is the config key the source came from (e.g. "task.source"): every error
+names it, so a wrong path is fixed in the config, not hunted in a traceback.
+Tasks check their columns with `require_fields`, which names the file and row.
+
+    >>> rows = load_rows("tests/data/gsm8k_tiny.jsonl")
+    >>> require_fields(rows, ["question", "answer"], "tests/data/gsm8k_tiny.jsonl")
+    >>> sorted(rows[0])
+    ['answer', 'question']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from rest_loop.config import ConfigError
+
+FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}  # suffix -> datasets builder
+SAVED_MARKERS = ("dataset_dict.json", "state.json")  # what save_to_disk writes: DatasetDict, Dataset
+
+
+def load_rows(source: str, split: str | None = None, *, name: str | None = None, key: str = "source",
+              **kw: Any) -> list[dict[str, Any]]:
+    """The rows of one split of `source`. `name` is the hub config (GSM8K's "main"); `kw` goes to load_dataset.
+
+    A single file has no splits, so `split` is ignored for it: it IS the split.
+    """
+    import datasets  # heavy (pyarrow, pandas): only when a task actually loads data
+
+    path = Path(source).expanduser()
+    if path.is_file():
+        builder = FORMATS.get("".join(path.suffixes[-1:]).lower())
+        if builder is None:
+            raise ConfigError(f"{key}={source!r}: unknown file type; use one of {sorted(FORMATS)}")
+        try:
+            data = datasets.load_dataset(builder, data_files=str(path), split="train", **kw)
+        except datasets.exceptions.DatasetGenerationError as e:  # its own message is only "an error occurred"
+            raise ValueError(f"{key}={source!r}: could not read it as {builder}: {e.__cause__ or e}") from e
+        return data.to_list()
+    if path.is_dir() and any((path / m).is_file() for m in SAVED_MARKERS):
+        return one_split(datasets.load_from_disk(str(path)), split, source, key).to_list()
+    if looks_local(source):  # a typo in a path must not turn into a hub request
+        raise ConfigError(f"{key}={source!r}: no such file or folder")
+    try:
+        data = datasets.load_dataset(source, name, split=split, **kw)
+    except ConnectionError as e:  # datasets raises ConnectionError for offline mode and for no network alike
+        raise ConfigError(
+            f"{key}={source!r}: not found locally (no such file or folder) and the Hugging Face Hub could "
+            f"not be reached ({e}). Point {key} at a local .jsonl/.parquet/.csv file or a save_to_disk "
+            f"folder, or run once with network access so the hub copy is cached") from None
+    except FileNotFoundError as e:  # includes datasets' DatasetNotFoundError
+        raise ConfigError(f"{key}={source!r}: not found locally nor on the Hugging Face Hub: {e}") from None
+    except ValueError as e:  # an unknown split or config name: datasets lists the known ones
+        raise ConfigError(f"{key}={source!r} (split={split!r}, name={name!r}): {e}") from None
+    return one_split(data, split, source, key).to_list()
+
+
+def one_split(data, split: str | None, source: str, key: str):
+    """A Dataset from a Dataset or DatasetDict; `split` may be None only when there is one split."""
+    if not hasattr(data, "keys"):  # a single Dataset: it has no split names to choose from
+        return data
+    if split is None and len(data) == 1:
+        return next(iter(data.values()))
+    if split not in data:
+        raise ConfigError(f"{key}={source!r} has no split {split!r}; its splits are {sorted(data)}")
+    return data[split]
+
+
+def looks_local(source: str) -> bool:
+    """A path, not a hub id: starts like a path or ends with a data-file suffix."""
+    return source.startswith(("/", ".", "~")) or Path(source).suffix.lower() in FORMATS
+
+
+def is_single_file(source: str) -> bool:
+    return Path(source).expanduser().is_file()
+
+
+def require_fields(rows: Iterable[dict[str, Any]], fields: Iterable[str], source: str) -> None:
+    """Raise ValueError naming the source, the 1-based row and the field of the first row that lacks one.
+
+    A field is missing when absent or None: `datasets` fills a key that only
+    some JSON lines have with None in the others, so absent becomes None.
+    """
+    fields = list(fields)
+    for i, row in enumerate(rows, start=1):
+        for f in fields:
+            if row.get(f) is None:
+                present = sorted(k for k, v in row.items() if v is not None)
+                raise ValueError(f"{source}: row {i}: missing field {f!r} (it has {present})")
