@@ -31,7 +31,7 @@ CONF = str(Path(__file__).resolve().parent.parent / "conf")
 # Of the judge, only how it is reached and what it may spend: never what it judges with.
 JUDGE_MAY_CHANGE = ("base_url", "api_key_env", "max_concurrency", "timeout", "max_retries", "backoff",
                     "max_backoff", "budget_requests", "budget_tokens")
-RESUME_MAY_CHANGE = ("loop.", "filter.", *(f"judge.{k}" for k in JUDGE_MAY_CHANGE))
+RESUME_MAY_CHANGE = ("loop.", "filter.", "eval.", *(f"judge.{k}" for k in JUDGE_MAY_CHANGE))
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:
@@ -44,7 +44,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     for o in OverridesParser.create().parse_overrides(overrides):
         if not o.key_or_group.startswith(RESUME_MAY_CHANGE):
             raise ConfigError(f"{o.input_line}: a resumed run keeps its saved config; only "
-                              f"loop.*, filter.* and judge.{{{','.join(JUDGE_MAY_CHANGE)}}} can change")
+                              f"loop.*, filter.*, eval.* and judge.{{{','.join(JUDGE_MAY_CHANGE)}}} can change")
         OmegaConf.update(old, o.key_or_group, o.value(), merge=True)
     old.resume = cfg.resume
     old.paths.run_dir = str(Path(cfg.resume).resolve())

@@ -44,8 +44,13 @@ class ModelConfig:
     kv_cache_gb: Optional[float] = None  # an explicit KV cache size instead (and no warm-up pass on CPU)
     max_model_len: int = 1024
     max_lora_rank: int = 16
+    tensor_parallel_size: int = 1  # vLLM: shard each model over this many GPUs
+    data_parallel_size: int = 1  # vLLM: this many engine replicas (Ray or multiprocessing)
+    sleep_mode: Optional[bool] = None  # None: on with a GPU (frees it for training), off on CPU (unsupported)
 
     def __post_init__(self):
+        check("model.tensor_parallel_size", self.tensor_parallel_size >= 1, "must be >= 1", self.tensor_parallel_size)
+        check("model.data_parallel_size", self.data_parallel_size >= 1, "must be >= 1", self.data_parallel_size)
         check("model.gpu_memory_utilization", 0 < self.gpu_memory_utilization <= 1, "must be in (0, 1]",
               self.gpu_memory_utilization)
         check("model.kv_cache_gb", self.kv_cache_gb is None or self.kv_cache_gb > 0, "must be null or > 0",
@@ -78,6 +83,7 @@ class FilterConfig:
     stages: list[str] = field(default_factory=lambda: list(FilterConfig.STAGES))  # order to apply; 'ok' first
     threshold: float = 0.5  # keep samples with score >= threshold
     threshold_schedule: Optional[list[float]] = None  # per round (1-based); the last value holds for later rounds
+    step_thresholds: Optional[list[float]] = None  # per Improve step within a round (ReST's rising thresholds)
     percentile: Optional[float] = None  # keep scores >= this percentile (0..100) of those reaching the stage
     percentile_scope: str = "global"  # global: one cutoff over all prompts; prompt: one cutoff per prompt
     dedup: str = "normalised"  # none | exact | normalised (whitespace collapsed, casefolded); within a prompt
@@ -100,6 +106,12 @@ class FilterConfig:
               schedule)
         check("filter.threshold_schedule", schedule is None or all(0 <= t <= 1 for t in schedule),
               "every value must be in [0, 1]", schedule)
+        steps = self.step_thresholds
+        check("filter.step_thresholds", steps is None or (len(steps) > 0 and all(0 <= t <= 1 for t in steps)),
+              "must be null or a non-empty list of values in [0, 1]", steps)
+        check("filter.step_thresholds", steps is None or schedule is None,
+              "set either filter.threshold_schedule (per round) or filter.step_thresholds (per step), not both",
+              steps)
         check("filter.percentile", self.percentile is None or 0 <= self.percentile <= 100,
               "must be null or in [0, 100]", self.percentile)
         check("filter.percentile_scope", self.percentile_scope in ("global", "prompt"),
@@ -114,10 +126,13 @@ class FilterConfig:
         check("filter.unjudged", self.unjudged in ("drop", "retry"), "must be 'drop' or 'retry'", self.unjudged)
         check("filter.retries", self.retries >= 0, "must be >= 0", self.retries)
 
-    def threshold_at(self, round: int) -> float:
-        """The threshold for a round (1-based): the schedule's entry, its last one past its end, else threshold."""
-        if round < 1:
-            raise ValueError(f"round={round}: rounds are 1-based")
+    def threshold_at(self, round: int, step: int = 1) -> float:
+        """The threshold of a round's Improve step (both 1-based): the step's entry of step_thresholds,
+        else the round's entry of threshold_schedule (its last one past its end), else threshold."""
+        if round < 1 or step < 1:
+            raise ValueError(f"round={round}, step={step}: rounds and steps are 1-based")
+        if self.step_thresholds is not None:
+            return self.step_thresholds[min(step, len(self.step_thresholds)) - 1]
         if self.threshold_schedule is None:
             return self.threshold
         return self.threshold_schedule[min(round, len(self.threshold_schedule)) - 1]
@@ -125,38 +140,80 @@ class FilterConfig:
 
 @dataclass
 class TrainerConfig:
-    method: str = "lora"
+    METHODS = ("lora", "qlora", "full")  # not a field
+
+    method: str = "lora"  # lora | qlora (4-bit base, bitsandbytes, GPU only) | full (every weight)
     init: str = "base"  # base: every round starts from the base model (ReST-EM); previous: continue (ReST)
     learning_rate: float = 2e-4
+    lr_decay: float = 1.0  # init=previous: the k-th fine-tune of a run uses learning_rate * lr_decay**(k-1)
     epochs: float = 2.0
     batch_size: int = 8
     grad_accum: int = 1
     max_length: int = 512
+    completion_only_loss: bool = True  # the loss is on the completion; the prompt is masked
+    packing: bool = False  # pack examples into max_length rows (TRL's best-fit decreasing)
+    padding_free: bool = False  # concatenate a batch without padding (needs flash attention on GPU)
+    gradient_checkpointing: bool = False
+    save_steps: Optional[int] = None  # a checkpoint every N steps; a killed fine-tune resumes from the last
+    mix_original: float = 0.0  # fraction of train prompts whose original target (ReST's D) joins the kept data
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     target_modules: Any = "all-linear"
+    accelerate_config: Optional[str] = None  # an accelerate config file: fine-tune via `accelerate launch`
     logging_steps: int = 5
     seed: int = 0
 
     def __post_init__(self):
-        check("trainer.method", self.method in ("lora",), "must be 'lora'", self.method)
+        check("trainer.method", self.method in self.METHODS, f"must be one of {', '.join(self.METHODS)}",
+              self.method)
         check("trainer.init", self.init in ("base", "previous"), "must be 'base' or 'previous'", self.init)
         check("trainer.learning_rate", self.learning_rate > 0, "must be > 0", self.learning_rate)
+        check("trainer.lr_decay", 0 < self.lr_decay <= 1, "must be in (0, 1]", self.lr_decay)
+        check("trainer.lr_decay", self.lr_decay == 1 or self.init == "previous",
+              "decays the learning rate of continued training; it needs trainer.init=previous", self.lr_decay)
         check("trainer.epochs", self.epochs > 0, "must be > 0", self.epochs)
         check("trainer.batch_size", self.batch_size >= 1, "must be >= 1", self.batch_size)
         check("trainer.grad_accum", self.grad_accum >= 1, "must be >= 1", self.grad_accum)
+        check("trainer.max_length", self.max_length >= 16, "must be >= 16", self.max_length)
+        check("trainer.save_steps", self.save_steps is None or self.save_steps >= 1, "must be null or >= 1",
+              self.save_steps)
+        check("trainer.mix_original", 0 <= self.mix_original <= 1, "must be in [0, 1]", self.mix_original)
         check("trainer.lora_r", self.lora_r >= 1, "must be >= 1", self.lora_r)
+
+    def learning_rate_at(self, k: int) -> float:
+        """The learning rate of the run's k-th fine-tune (1-based)."""
+        return self.learning_rate * (self.lr_decay ** (k - 1) if self.init == "previous" else 1.0)
 
 
 @dataclass
 class LoopConfig:
-    rounds: int = 2
-    eval_max_tokens: int = 64  # greedy decoding budget on held-out prompts
+    rounds: int = 2  # Grow steps
+    improve_steps: int = 1  # Improve + fine-tune steps per Grow (ReST: several, at rising thresholds)
+    patience: Optional[int] = None  # stop after this many rounds without a held-out gain > min_delta
+    min_delta: float = 0.0
 
     def __post_init__(self):
         check("loop.rounds", self.rounds >= 0, "must be >= 0", self.rounds)
-        check("loop.eval_max_tokens", self.eval_max_tokens >= 1, "must be >= 1", self.eval_max_tokens)
+        check("loop.improve_steps", self.improve_steps >= 1, "must be >= 1", self.improve_steps)
+        check("loop.patience", self.patience is None or self.patience >= 1, "must be null or >= 1", self.patience)
+        check("loop.min_delta", self.min_delta >= 0, "must be >= 0", self.min_delta)
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation after every fine-tune. The metric is the task's own (`task.metric`, e.g.
+    accuracy) where it has references, else `reward`'s mean score, else the training reward's."""
+
+    max_tokens: int = 64  # greedy decoding budget
+    pass_k: int = 0  # also draw this many samples per prompt and report pass@1..k (0: off)
+    temperature: float = 0.8  # for the pass@k samples
+    reward: Any = None  # a reward for held-out completions that is not the training reward (e.g. a judge)
+
+    def __post_init__(self):
+        check("eval.max_tokens", self.max_tokens >= 1, "must be >= 1", self.max_tokens)
+        check("eval.pass_k", self.pass_k >= 0, "must be >= 0", self.pass_k)
+        check("eval.temperature", self.temperature >= 0, "must be >= 0", self.temperature)
 
 
 @dataclass
@@ -183,7 +240,13 @@ class RunConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+
+    def __post_init__(self):
+        steps = self.filter.step_thresholds
+        check("filter.step_thresholds", steps is None or len(steps) == self.loop.improve_steps,
+              f"needs one threshold per Improve step (loop.improve_steps={self.loop.improve_steps})", steps)
 
 
 def validate(cfg: DictConfig) -> RunConfig:

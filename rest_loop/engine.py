@@ -22,11 +22,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Policy:
-    """What generates: the base weights, or the base plus a round's LoRA adapter."""
+    """What generates: the base weights, the base plus a LoRA adapter, or a fully fine-tuned model."""
 
     name: str  # "base" or "round_001", recorded on every sample
     adapter: str | None = None  # path to a PEFT adapter folder
     adapter_id: int = 0  # vLLM's integer id for the adapter; unique per adapter in a process
+    model: str | None = None  # path to a full model folder (trainer.method=full)
+
+    @property
+    def output(self) -> str | None:
+        """What a fine-tune starting from this policy loads: its adapter or its model (None: the base)."""
+        return self.adapter or self.model
 
     def lora_request(self):
         if self.adapter is None:
@@ -72,6 +78,10 @@ class Engine:
             use_all_cpu_cores()
         dtype = model.dtype if model.dtype != "auto" else ("bfloat16" if gpu else "float32")
         eager = model.enforce_eager if model.enforce_eager is not None else not gpu
+        # Sleep mode frees the GPU for the trainer between Grow and Evaluate; vLLM-CPU ignores it.
+        self.sleep_mode = model.sleep_mode if model.sleep_mode is not None else gpu
+        parallel = {k: v for k, v in (("tensor_parallel_size", model.tensor_parallel_size),
+                                      ("data_parallel_size", model.data_parallel_size)) if v > 1}
         start = time.perf_counter()
         self.llm = LLM(
             model=path,
@@ -85,15 +95,53 @@ class Engine:
             max_lora_rank=model.max_lora_rank,
             max_loras=1,
             trust_remote_code=model.trust_remote_code,
+            enable_sleep_mode=self.sleep_mode,
+            **parallel,
         )
         self.startup_s = time.perf_counter() - start
         self.path, self.seed = path, seed
+        self.asleep = 0  # the sleep level, 0 when awake
         self.tokenizer = self.llm.get_tokenizer()
         log.info("vLLM engine for %s up in %.1f s (dtype=%s, eager=%s)", path, self.startup_s, dtype, eager)
 
     def close(self) -> None:
         """Stop the engine's processes and free their memory."""
         self.llm.llm_engine.engine_core.shutdown()
+
+    def sleep(self, level: int) -> None:
+        """Free the accelerator for training: level 1 keeps the weights in CPU memory (the base stays,
+        adapters change), level 2 drops them (a full fine-tune brings new ones). No-op without sleep mode."""
+        if self.sleep_mode and not self.asleep:
+            self.llm.sleep(level=level)
+            self.asleep = level
+
+    def wake_up(self) -> None:
+        if self.asleep:
+            self.llm.wake_up(tags=["weights"])
+            self.llm.wake_up(tags=["kv_cache"])
+            self.asleep = 0
+
+    def reload(self, path: str) -> bool:
+        """Load another checkpoint of the same architecture in place (vLLM's reload_weights), instead of
+        a new engine. Returns False, with the reason logged, where the platform cannot.
+
+        Only on a GPU: on vLLM-CPU the call succeeds but the reloaded engine generates differently from
+        a fresh engine on the same weights (measured on two tiny Llamas), so CPU always starts anew."""
+        if not on_gpu():
+            log.info("in-place weight reload is not trusted on vLLM-CPU; starting a new engine for %s", path)
+            return False
+        try:
+            if self.asleep:
+                self.llm.wake_up(tags=["weights"])
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
+            self.llm.reset_prefix_cache()
+            self.wake_up()
+        except Exception as e:  # noqa: BLE001 - any failure means: start a new engine instead
+            log.warning("in-place weight reload of %s failed (%s: %s); starting a new engine", path,
+                        type(e).__name__, e)
+            return False
+        self.path = path
+        return True
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -106,6 +154,7 @@ class Engine:
         alternatives as {decoded text: logprob} (what a rating judge reads)."""
         from vllm import SamplingParams
 
+        self.wake_up()  # a judge may need the base engine while the trainer's policy is elsewhere
         outputs = self.llm.generate(prompts, SamplingParams(**params), lora_request=policy.lora_request(),
                                     use_tqdm=use_tqdm)
         return [[Completion(c.text, list(c.token_ids), c.finish_reason, first_token_top(c.logprobs))

@@ -1,35 +1,41 @@
-"""The ReST loop: evaluate the base model, then for each round grow, improve, fine-tune, evaluate.
+"""The ReST loop: evaluate the base model, then for each round grow once and improve S times.
 
-    round 0:  evaluate(base)                                   the baseline
-    round r:  samples = grow(policy, train prompts)            n completions per prompt
-              kept    = improve(samples)                       reward, then filter
-              policy  = finetune(start, kept)                  start: base (ReST-EM) or previous (ReST)
-              evaluate(policy, held-out prompts)
+    round 0:  evaluate(base)                                        the baseline
+    round r:  samples = grow(policy, train prompts)                 n completions per prompt
+              for step s in 1..S (loop.improve_steps):              ReST: S > 1, rising thresholds
+                  kept   = improve(samples, threshold of step s)    reward, then filter
+                  policy = finetune(start, kept + original data)    start: base (ReST-EM) or previous (ReST)
+                  evaluate(policy, held-out prompts)
+              stop early when the held-out metric stalls (loop.patience)
 
-Each stage lives in `runs/<name>/<time>/round_NNN/<stage>/` and ends with a DONE
-marker; a resumed run skips every stage that has one.
+Each stage lives in `runs/<name>/<time>/round_NNN/<stage>/` and ends with a DONE marker;
+a resumed run skips every stage that has one. Step 1's stages are `improve`, `finetune`,
+`eval`; later steps' are `improve_2`, `finetune_2`, `eval_2`, ...
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from pathlib import Path
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from rest_loop.config import RunConfig
+from rest_loop.config import ConfigError, RunConfig
 from rest_loop.engine import BASE, Engine, Policy, get_engine
 from rest_loop.evaluate import evaluate
-from rest_loop.finetune import finetune
+from rest_loop.finetune import check_method, finetune
 from rest_loop.grow import grow
 from rest_loop.improve.filters import NothingKept, histogram, select
 from rest_loop.improve.rewards import Reward
 from rest_loop.manifest import Manifest
+from rest_loop.metrics import diversity
 from rest_loop.models import resolve_model
 from rest_loop.records import Judgement, KeptExample, Prompt, Sample
-from rest_loop.report import round_line, table
+from rest_loop.report import round_line, table, write_csv
 from rest_loop.store import Stage, read_json, read_jsonl, sweep_temporaries, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -38,15 +44,22 @@ log = logging.getLogger(__name__)
 class Run:
     def __init__(self, cfg: RunConfig, raw: DictConfig):
         self.cfg, self.dir = cfg, Path(cfg.paths.run_dir)
+        check_method(cfg.trainer)  # before anything runs: QLoRA needs a GPU
+        if cfg.trainer.accelerate_config and not Path(cfg.trainer.accelerate_config).is_file():
+            raise ConfigError(f"trainer.accelerate_config={cfg.trainer.accelerate_config!r}: no such file")
         if swept := sweep_temporaries(self.dir):
             log.info("removed %d temporary files left by an interrupted run", swept)
         self.manifest = Manifest.open(self.dir, cfg)
-        self.task = instantiate(raw.task)
+        self.task = build(raw.task)
         self.reward = Reward.from_config(raw.reward)
+        self.eval_reward = Reward.from_config(raw.eval.reward) if raw.eval.reward else None
         self.prompts: dict[str, Prompt] = {p.id: p for p in self.task.train + self.task.heldout}
         self.base_model = resolve_model(cfg.model.source, cfg.model.cache_dir)
         self.manifest.note(task=self.task.describe(), reward=self.reward.version, base_model=self.base_model)
-        self._engine: Engine | None = None
+        self._engine: Engine | None = None  # the base model's engine: base and LoRA policies, local judges
+        self._tuned: Engine | None = None  # a fully fine-tuned policy's engine (trainer.method=full)
+        self.current: Policy | None = None  # the policy the engines last generated for
+        self.tuned_at: dict[str, tuple[int, str]] = {}  # policy name -> (round, fine-tune stage) that made it
 
     @property
     def engine(self) -> Engine:  # started on first use: a fully resumed run never starts one
@@ -58,86 +71,174 @@ class Run:
     def run(self) -> float | None:
         cfg = self.cfg
         policy = BASE
-        self.evaluate(0, policy)
+        self.evaluate(0, 1, policy)
         for r in range(1, cfg.loop.rounds + 1):
             start = time.perf_counter()
             samples = self.grow(r, policy)
-            kept = self.improve(r, samples)
-            policy = self.finetune(r, kept, previous=policy)
-            self.evaluate(r, policy)
+            for step in range(1, cfg.loop.improve_steps + 1):
+                kept = self.improve(r, step, samples)
+                policy = self.finetune(r, step, kept, previous=policy)
+                self.evaluate(r, step, policy)
             self.manifest.round_done(r, time.perf_counter() - start)
             print(round_line(self.manifest.rounds[r]), flush=True)
+            if why := self.manifest.stalled(cfg.loop.patience, cfg.loop.min_delta):
+                log.info("stopping after round %d: %s", r, why)
+                self.manifest.note(stopped_early={"after_round": r, "reason": why})
+                break
         self.manifest.finish()
         print(table(self.manifest), flush=True)
         return self.manifest.final_metric()
 
     # Each stage: skip if DONE, else compute, write atomically, mark DONE.
 
-    def stage(self, r: int, name: str) -> Stage:
-        return Stage(self.dir / f"round_{r:03d}" / name)
+    def stage(self, r: int, name: str, step: int = 1) -> Stage:
+        return Stage(self.dir / f"round_{r:03d}" / (name if step == 1 else f"{name}_{step}"))
+
+    def engine_for(self, policy: Policy) -> Engine:
+        return self.engine if policy.model is None else self._tuned
 
     def grow(self, r: int, policy: Policy) -> list[Sample]:
         stage = self.stage(r, "grow")
         if not stage.done:
             log.info("round %d: grow %d x %d with %s", r, len(self.task.train), self.cfg.sampler.n, policy.name)
             start = time.perf_counter()
-            samples = grow(self.engine, policy, self.task.train, self.cfg.sampler, r)
+            samples = grow(self.ready(policy), policy, self.task.train, self.cfg.sampler, r)
             seconds = time.perf_counter() - start
             write_jsonl(stage / "samples.jsonl", samples)
             tokens = sum(s.num_tokens for s in samples)
             stage.finish(samples=len(samples), tokens=tokens, seconds=round(seconds, 1),
-                         tokens_per_s=round(tokens / seconds, 1), policy=policy.name)
+                         tokens_per_s=round(tokens / seconds, 1), policy=policy.name,
+                         mean_tokens=tokens / len(samples), **diversity([s.text for s in samples]))
         else:
             log.info("round %d: grow already done, reusing %s", r, stage / "samples.jsonl")
         self.manifest.stage_done(r, "grow", read_json(stage / "DONE"))
         return read_jsonl(stage / "samples.jsonl", Sample)
 
-    def improve(self, r: int, samples: list[Sample]) -> list[KeptExample]:
-        stage = self.stage(r, "improve")
+    def improve(self, r: int, step: int, samples: list[Sample]) -> list[KeptExample]:
+        stage = self.stage(r, "improve", step)
         if not stage.done:
             f = self.cfg.filter
-            log.info("round %d: improve %d samples with reward %s", r, len(samples), self.reward.name)
-            judgements = self.reward(self.prompts, samples, retries=f.retries if f.unjudged == "retry" else 0)
-            write_jsonl(stage / "judgements.jsonl", judgements)
-            chosen, stages = select(samples, judgements, f, round=r, seed=self.cfg.seed)
-            kept = [KeptExample(round=r, prompt_id=s.prompt_id, sample_idx=s.sample_idx,
+            judgements = self.judge(r, samples)
+            chosen, stages = select(samples, judgements, f, round=r, seed=self.cfg.seed, step=step)
+            kept = [KeptExample(round=r, step=step, prompt_id=s.prompt_id, sample_idx=s.sample_idx,
                                 messages=self.prompts[s.prompt_id].messages, completion=s.text, score=j.score,
                                 policy=s.policy, seed=s.seed, reward=self.reward.version) for s, j in chosen]
-            stats = improve_stats(judgements, stages, f.threshold_at(r), kept)
-            stats["reward_terms"] = self.reward.last_stats
+            stats = improve_stats(judgements, stages, f.threshold_at(r, step), kept)
+            stats["reward_terms"] = read_json(self.stage(r, "improve") / "reward_terms.json")
             write_json(stage / "stats.json", stats)
             if len(kept) < f.min_keep:
                 left = ", ".join(f"{x['stage']} {x['out']}" for x in stages)
                 raise NothingKept(
-                    f"round {r}: the filter kept {len(kept)} of {len(samples)} samples, fewer than filter.min_keep="
-                    f"{f.min_keep}. Judgement statuses: {stats['status']}; left after each filter stage: {left}. "
-                    f"See {stage / 'judgements.jsonl'}. To go on, lower the threshold: "
-                    f"rest-loop resume={self.dir} filter.threshold=<lower>")
+                    f"round {r} step {step}: the filter kept {len(kept)} of {len(samples)} samples, fewer than "
+                    f"filter.min_keep={f.min_keep}. Judgement statuses: {stats['status']}; left after each filter "
+                    f"stage: {left}. See {self.stage(r, 'improve') / 'judgements.jsonl'}. To go on, lower the "
+                    f"threshold: rest-loop resume={self.dir} filter.threshold=<lower>")
             write_jsonl(stage / "kept.jsonl", kept)
             stage.finish(kept=len(kept), keep_rate=stats["keep_rate"])
-        self.manifest.stage_done(r, "improve", read_json(stage / "stats.json"))
+        self.manifest.stage_done(r, stage.path.name, read_json(stage / "stats.json"))
         return read_jsonl(stage / "kept.jsonl", KeptExample)
 
-    def finetune(self, r: int, kept: list[KeptExample], previous: Policy) -> Policy:
-        stage = self.stage(r, "finetune")
-        if not stage.done:
-            log.info("round %d: fine-tune on %d examples (init=%s)", r, len(kept), self.cfg.trainer.init)
-            summary = finetune(self.base_model, kept, self.cfg.trainer, stage.path, previous_adapter=previous.adapter)
-            stage.finish(**summary)
-        self.manifest.stage_done(r, "finetune", read_json(stage / "DONE"))
-        return Policy(f"round_{r:03d}", str(stage / "adapter"), adapter_id=r)
+    def judge(self, r: int, samples: list[Sample]) -> list[Judgement]:
+        """Score the round's pool once, in step 1's stage; every Improve step filters these judgements."""
+        out = self.stage(r, "improve")
+        if not (out / "judgements.jsonl").exists():  # written atomically: present means complete
+            f = self.cfg.filter
+            log.info("round %d: judge %d samples with reward %s", r, len(samples), self.reward.name)
+            judgements = self.reward(self.prompts, samples, retries=f.retries if f.unjudged == "retry" else 0)
+            write_json(out / "reward_terms.json", self.reward.last_stats)
+            write_jsonl(out / "judgements.jsonl", judgements)
+        return read_jsonl(out / "judgements.jsonl", Judgement)
 
-    def evaluate(self, r: int, policy: Policy) -> dict:
-        stage = self.stage(r, "eval")
+    def original_data(self, r: int, step: int) -> list[KeptExample]:
+        """ReST keeps the original dataset D in the mix: a fixed, seeded fraction of the train prompts
+        that have a target, the same ones every round."""
+        with_target = [p for p in self.task.train if p.target is not None]
+        count = round(self.cfg.trainer.mix_original * len(with_target))
+        chosen = random.Random(f"{self.cfg.seed}-original").sample(with_target, count)
+        return [KeptExample(round=r, step=step, prompt_id=p.id, sample_idx=-1, messages=p.messages,
+                            completion=p.target, score=None, policy="original", seed=self.cfg.seed,
+                            reward="original", source="original") for p in chosen]
+
+    def finetune(self, r: int, step: int, kept: list[KeptExample], previous: Policy) -> Policy:
+        cfg, k = self.cfg.trainer, (r - 1) * self.cfg.loop.improve_steps + step  # the run's k-th fine-tune
+        stage = self.stage(r, "finetune", step)
+        name = stage.path.parent.name + ("" if step == 1 else f"_{step}")
+        if not stage.done:
+            if cfg.mix_original and not any(p.target for p in self.task.train):
+                log.warning("trainer.mix_original=%s but task %s has no targets: nothing to mix in",
+                            cfg.mix_original, self.task.name)
+            examples = kept + self.original_data(r, step)
+            write_jsonl(stage / "train.jsonl", examples)  # exactly what the trainer saw, with lineage
+            start = previous.output if cfg.init == "previous" else None
+            log.info("round %d step %d: fine-tune (%s, init=%s) on %d kept + %d original examples", r, step,
+                     cfg.method, cfg.init, len(kept), len(examples) - len(kept))
+            self.engine_sleeps()
+            summary = finetune(self.base_model, examples, cfg, stage.path, start=start,
+                               learning_rate=cfg.learning_rate_at(k))
+            stage.finish(**summary, kept=len(kept), original=len(examples) - len(kept))
+        self.manifest.stage_done(r, stage.path.name, read_json(stage / "DONE"))
+        output = read_json(stage / "DONE")["output"]
+        policy = (Policy(name, model=output) if cfg.method == "full" else Policy(name, output, adapter_id=k))
+        self.tuned_at[name] = (r, stage.path.name)
+        return policy
+
+    def engine_sleeps(self) -> None:
+        """On a GPU, free its memory for the trainer (a no-op on CPU). The base engine keeps its weights
+        in CPU memory (LoRA policies and local judges need them); a fully tuned one drops them."""
+        if self._engine is not None:
+            self._engine.sleep(1)
+        if self._tuned is not None:
+            self._tuned.sleep(2)
+
+    def ready(self, policy: Policy) -> Engine:
+        """The engine that generates for `policy`. The first call for a fine-tuned policy is the round
+        transition, timed up to its first generated token and recorded in the manifest.
+
+        LoRA: the adapter is hot-swapped into the running engine. Full: the new weights are reloaded in
+        place where vLLM can, else a new engine starts. The base engine stays for local judges."""
+        if policy == self.current or policy.name not in self.tuned_at:
+            self.current = policy
+            return self.engine_for(policy)
+        start = time.perf_counter()
+        if policy.model is None:
+            how = "adapter hot-swap"
+        elif self._tuned is not None and self._tuned.reload(policy.model):
+            how = "weights reloaded in place"
+        else:
+            if self._tuned is not None:
+                self._tuned.close()
+            how, self._tuned = "new engine", Engine(policy.model, self.cfg.model, self.cfg.seed)
+        engine = self.engine_for(policy)
+        engine.generate([engine.chat_prompt(self.task.train[0].messages)],
+                        {"n": 1, "max_tokens": 1, "temperature": 0.0}, policy, use_tqdm=False)
+        r, stage = self.tuned_at[policy.name]
+        self.manifest.transition(r, stage, how, time.perf_counter() - start)
+        self.current = policy
+        return engine
+
+    def evaluate(self, r: int, step: int, policy: Policy) -> dict:
+        stage = self.stage(r, "eval", step)
         if not stage.done:
             log.info("round %d: evaluate %s on %d held-out prompts", r, policy.name, len(self.task.heldout))
-            metrics = evaluate(self.engine, policy, self.task.heldout, self.reward, self.cfg.loop.eval_max_tokens,
-                               r, stage.path)
+            metrics = evaluate(self.ready(policy), policy, self.task.heldout, self.task.metric, self.reward,
+                               self.cfg.eval, r, stage.path, eval_reward=self.eval_reward)
+            metrics["step"] = step
             write_json(stage / "metrics.json", metrics)
             stage.finish()
         metrics = read_json(stage / "metrics.json")
-        self.manifest.stage_done(r, "eval", metrics)
+        self.manifest.stage_done(r, stage.path.name, metrics)
+        write_csv(self.manifest, self.dir / "metrics.csv")
         return metrics
+
+
+def build(spec: DictConfig):
+    """instantiate(spec), with a config error inside the constructor raised as itself (exit code 2)."""
+    try:
+        return instantiate(spec)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ConfigError):
+            raise e.__cause__ from None
+        raise
 
 
 def improve_stats(judgements: list[Judgement], stages: list[dict], threshold: float, kept: list[KeptExample]) -> dict:
@@ -153,4 +254,5 @@ def improve_stats(judgements: list[Judgement], stages: list[dict], threshold: fl
         "kept": len(kept),
         "keep_rate": len(kept) / len(judgements) if judgements else 0.0,
         "prompts_with_kept": len({k.prompt_id for k in kept}),
+        "kept_mean_score": sum(k.score for k in kept) / len(kept) if kept else None,
     }

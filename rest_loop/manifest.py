@@ -52,8 +52,9 @@ class Manifest:
             data.setdefault("resumed_at", []).append(dt.datetime.now().isoformat(timespec="seconds"))
         else:
             data = {"name": cfg.name, "created": dt.datetime.now().isoformat(timespec="seconds"),
-                    "seed": cfg.seed, "model": cfg.model.source, "trainer_init": cfg.trainer.init,
-                    "sampler": asdict(cfg.sampler), "rounds": {}}
+                    "seed": cfg.seed, "model": cfg.model.source, "trainer": {"method": cfg.trainer.method,
+                    "init": cfg.trainer.init, "lr_decay": cfg.trainer.lr_decay, "mix_original": cfg.trainer.mix_original},
+                    "improve_steps": cfg.loop.improve_steps, "sampler": asdict(cfg.sampler), "rounds": {}}
         data.update(status="running", rounds_planned=cfg.loop.rounds, versions=versions(), git_sha=git_sha())
         manifest = cls(path, data)
         manifest.save()
@@ -74,23 +75,62 @@ class Manifest:
         self.data["rounds"].setdefault(str(r), {"round": r})[stage] = info
         self.save()
 
+    def transition(self, r: int, stage: str, how: str, seconds: float) -> None:
+        """The round transition after a fine-tune: from its end to the new policy's first token."""
+        entry = self.data["rounds"][str(r)]
+        entry.setdefault("transitions", {})[stage] = {"how": how, "seconds": round(seconds, 2)}
+        self.save()
+
     def round_done(self, r: int, seconds: float) -> None:
         entry = self.data["rounds"][str(r)]
         entry.setdefault("wall_s", round(seconds, 1))  # the first, uninterrupted timing wins on resume
         self.data["rounds_done"] = r
-        best = self.best_round()
-        if best is not None:
-            self.data["best_round"] = best
+        if best := self.best():
+            self.data["best_round"], self.data["best"] = best["round"], best
         self.save()
 
-    def best_round(self) -> int | None:
-        scored = [(v["eval"]["value"], -r) for r, v in self.rounds.items() if v.get("eval", {}).get("value") is not None]
-        return -max(scored)[1] if scored else None
+    def evals(self) -> list[dict]:
+        """Every evaluation in order: round 0 (the base), then each round's steps."""
+        found = []
+        for r, entry in sorted(self.rounds.items()):
+            steps = sorted((k for k in entry if k == "eval" or k.startswith("eval_")), key=step_of)
+            found += [{**entry[k], "round": r, "step": step_of(k)} for k in steps]
+        return found
+
+    def best(self) -> dict | None:
+        """The best evaluation by the held-out metric; the earliest one on a tie."""
+        scored = [e for e in self.evals() if e.get("value") is not None]
+        if not scored:
+            return None
+        top = max(scored, key=lambda e: (e["value"], -e["round"], -e["step"]))
+        return {"round": top["round"], "step": top["step"], "policy": top.get("policy"), "value": top["value"]}
+
+    def stalled(self, patience: int | None, min_delta: float) -> str | None:
+        """Why to stop, or None: the held-out metric (each round's best step) has not beaten the best
+        of the earlier rounds by more than min_delta for `patience` rounds."""
+        per_round: dict[int, float] = {}
+        for e in self.evals():
+            if e.get("value") is not None:
+                per_round[e["round"]] = max(per_round.get(e["round"], e["value"]), e["value"])
+        values = [per_round[r] for r in sorted(per_round)]
+        if patience is None or len(values) <= patience:
+            return None
+        before, recent = max(values[:-patience]), max(values[-patience:])
+        if recent > before + min_delta:
+            return None
+        return (f"the held-out metric has not improved by more than {min_delta} for {patience} round(s): "
+                f"best {recent:.4f} in the last {patience} vs {before:.4f} before")
 
     def final_metric(self) -> float | None:
-        last = max(self.rounds, default=None)
-        return None if last is None else self.rounds[last].get("eval", {}).get("value")
+        evals = self.evals()
+        return evals[-1].get("value") if evals else None
 
     def finish(self) -> None:
         self.data.update(status="finished", finished=dt.datetime.now().isoformat(timespec="seconds"))
         self.save()
+
+
+def step_of(stage: str) -> int:
+    """The Improve step a stage name belongs to: eval -> 1, eval_2 -> 2."""
+    _, _, n = stage.partition("_")
+    return int(n) if n.isdigit() else 1

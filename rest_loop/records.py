@@ -22,6 +22,7 @@ class Prompt:
     messages: list[dict[str, str]]  # chat messages, the task template already rendered
     reference: str | None = None  # gold answer where the task has one
     input: str = ""  # the raw task input, for judge templates
+    target: str | None = None  # an original full response (ReST's dataset D), for trainer.mix_original
 
 
 @dataclass
@@ -57,13 +58,15 @@ class KeptExample:
 
     round: int
     prompt_id: str
-    sample_idx: int
+    sample_idx: int  # -1 for an original example
     messages: list[dict[str, str]]  # the prompt as the policy saw it
     completion: str
-    score: float
-    policy: str
+    score: float | None  # None for an original example: it was never scored
+    policy: str  # the policy that generated it; "original" for the task's own target
     seed: int
-    reward: str  # which reward config scored it, e.g. "verifier" or a judge template version
+    reward: str  # the reward that scored it, with its judge templates' versions
+    step: int = 1  # the Improve step of the round that kept it
+    source: str = "grown"  # grown: sampled in Grow and kept by Improve; original: the task's target
 
 
 def to_dict(record: Any) -> dict[str, Any]:

@@ -1,31 +1,98 @@
-"""Per-round lines and the end-of-run table, from the manifest."""
+"""Per-round lines, the end-of-run table and `metrics.csv`, all from the manifest.
+
+One row per evaluation: round 0 is the base model; with loop.improve_steps > 1 a round
+has one row per step. `metrics.csv` holds the same rows with every number, for plotting.
+"""
 
 from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from rest_loop.manifest import Manifest, step_of
+from rest_loop.store import atomic_write_text
 
 
 def _fmt(x, spec=".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def suffix(step: int) -> str:
+    return "" if step == 1 else f"_{step}"
+
+
+def rows(manifest: Manifest) -> list[dict]:
+    """One flat dict per evaluation, joined with the Improve and fine-tune stages that led to it."""
+    out = []
+    for ev in manifest.evals():
+        r, step = ev["round"], ev["step"]
+        entry = manifest.rounds[r]
+        imp, ft = entry.get("improve" + suffix(step), {}), entry.get("finetune" + suffix(step), {})
+        pass_at = ev.get("pass_at") or {}
+        k = max(pass_at, key=int, default=None)
+        out.append({
+            "round": r, "step": step, "policy": ev.get("policy"), "metric": ev.get("metric"),
+            "held_out": ev.get("value"), "pass@1": pass_at.get("1"), "pass@k": pass_at.get(k), "k": k,
+            "distinct_1": ev.get("distinct_1"), "distinct_2": ev.get("distinct_2"),
+            "eval_tokens": ev.get("mean_tokens"), "train_reward": imp.get("mean_score"),
+            "kept": imp.get("kept"), "keep_rate": imp.get("keep_rate"), "threshold": imp.get("threshold"),
+            "train_loss": ft.get("train_loss"), "started_from": ft.get("started_from"),
+            "learning_rate": ft.get("learning_rate"),
+            "transition_s": entry.get("transitions", {}).get("finetune" + suffix(step), {}).get("seconds"),
+            "grow_distinct_2": entry.get("grow", {}).get("distinct_2") if step == 1 else None,
+            "wall_s": entry.get("wall_s") if step == 1 else None,
+        })
+    return out
+
+
 def round_line(entry: dict) -> str:
-    ev, imp, ft = entry.get("eval", {}), entry.get("improve", {}), entry.get("finetune", {})
+    """The console's one line per round (its last step)."""
+    steps = sorted(step_of(k) for k in entry if k == "eval" or k.startswith("eval_"))
+    s = suffix(steps[-1]) if steps else ""
+    ev, imp, ft = entry.get("eval" + s, {}), entry.get("improve" + s, {}), entry.get("finetune" + s, {})
+    pass_at = ev.get("pass_at") or {}
+    k = max(pass_at, key=int, default=None)
     return (f"[round {entry['round']}] held-out {ev.get('metric', 'metric')} {_fmt(ev.get('value'))}"
+            + (f" pass@{k} {_fmt(pass_at[k])}" if k else "")
+            + f" distinct-2 {_fmt(ev.get('distinct_2'), '.2f')}"
             f" | kept {imp.get('kept', '-')} ({_fmt(imp.get('keep_rate'), '.1%')}) mean reward {_fmt(imp.get('mean_score'))}"
             f" | train loss {_fmt(ft.get('train_loss'))} | {_fmt(entry.get('wall_s'), '.0f')} s")
 
 
-def table(manifest) -> str:
-    header = ["round", "policy", "held-out", "mean reward", "kept", "keep rate", "train loss", "eval tokens", "wall s"]
-    rows = []
-    for r, entry in sorted(manifest.rounds.items()):
-        ev, imp, ft = entry.get("eval", {}), entry.get("improve", {}), entry.get("finetune", {})
-        rows.append([str(r), ev.get("policy", "-"), _fmt(ev.get("value")), _fmt(imp.get("mean_score")),
-                     str(imp.get("kept", "-")), _fmt(imp.get("keep_rate"), ".1%"), _fmt(ft.get("train_loss")),
-                     _fmt(ev.get("mean_tokens"), ".1f"), _fmt(entry.get("wall_s"), ".0f")])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+COLUMNS = [("round", "round", "d"), ("step", "step", "d"), ("policy", "policy", "s"), ("held-out", "held_out", ".3f"),
+           ("pass@1", "pass@1", ".3f"), ("pass@k", "pass@k", ".3f"), ("distinct-2", "distinct_2", ".3f"),
+           ("length", "eval_tokens", ".1f"), ("train reward", "train_reward", ".3f"), ("kept", "kept", "d"),
+           ("keep rate", "keep_rate", ".1%"), ("train loss", "train_loss", ".3f"),
+           ("transition s", "transition_s", ".1f"), ("wall s", "wall_s", ".0f")]
+
+
+def table(manifest: Manifest) -> str:
+    data = rows(manifest)
+    multi_step = any(row["step"] > 1 for row in data)
+    columns = [c for c in COLUMNS if c[1] != "step" or multi_step]
+    cells = [[_fmt(row[key], spec) if spec != "s" else str(row[key] or "-") for _, key, spec in columns]
+             for row in data]
+    header = [name if name != "pass@k" else f"pass@{next((r['k'] for r in data if r['k']), 'k')}"
+              for name, _, _ in columns]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    metric = next((e["eval"]["metric"] for e in manifest.rounds.values() if "eval" in e), "metric")
-    best = manifest.data.get("best_round")
-    lines.append(f"held-out metric: {metric}; best round: {best if best is not None else '-'}; run: {manifest.path.parent}")
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    metric = next((row["metric"] for row in data if row["metric"]), "metric")
+    best = manifest.data.get("best")
+    where = "-" if not best else f"{best['round']}" + (f" step {best['step']}" if multi_step else "")
+    lines.append(f"held-out metric: {metric}; best round: {where}; run: {manifest.path.parent}")
+    if stop := manifest.data.get("stopped_early"):
+        lines.append(f"stopped early after round {stop['after_round']}: {stop['reason']}")
     return "\n".join(lines)
+
+
+def write_csv(manifest: Manifest, path: Path) -> None:
+    """Every evaluation as a row, every number as a column: the file to plot from."""
+    import io
+
+    data = rows(manifest)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(data[0]) if data else ["round"])
+    writer.writeheader()
+    writer.writerows(data)
+    atomic_write_text(path, buf.getvalue())

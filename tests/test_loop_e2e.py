@@ -26,7 +26,7 @@ def cli(run_dir: Path, model: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "rest_loop", "model=hf", f"model.source={model}", "model.max_model_len=512",
             "model.kv_cache_gb=1",
             "task.n_train=6", "task.n_heldout=4", "sampler.n=2", "sampler.max_tokens=8", "loop.rounds=1",
-            "loop.eval_max_tokens=8", "filter.threshold=0.0", "trainer.epochs=1", "trainer.batch_size=4",
+            "eval.max_tokens=8", "filter.threshold=0.0", "trainer.epochs=1", "trainer.batch_size=4",
             f"hydra.run.dir={run_dir}", *extra]
 
 

@@ -30,6 +30,8 @@ switched off still leaves one, with `"off": True` and in == out, so stats.json s
 
 from __future__ import annotations
 
+import dataclasses
+
 import random
 from collections import defaultdict
 from typing import Any, Callable
@@ -130,14 +132,17 @@ STAGES: dict[str, Callable] = {"ok": ok, "threshold": threshold, "percentile": p
                                "top_k": top_k, "cap": cap}
 
 
-def select(samples: list[Sample], judgements: list[Judgement], cfg: FilterConfig, round: int = 1, seed: int = 0
-           ) -> tuple[list[Pair], list[dict[str, Any]]]:
+def select(samples: list[Sample], judgements: list[Judgement], cfg: FilterConfig, round: int = 1, seed: int = 0,
+           step: int = 1) -> tuple[list[Pair], list[dict[str, Any]]]:
     """Return the kept (sample, judgement) pairs and one record per stage of `cfg.stages`:
     {"stage": name, "in": n, "out": m, **details}, or {..., "off": True} for a stage switched off.
 
-    `round` (1-based) picks the scheduled threshold; `seed` and `round` seed the cap. The kept pairs
-    come in a fixed order: prompts as they first appear in `samples`, then by sample_idx.
+    `round` and `step` (1-based) pick the scheduled threshold; `seed` and `round` seed the cap, so the
+    rising thresholds of a round's steps keep nested subsets. The kept pairs come in a fixed order:
+    prompts as they first appear in `samples`, then by sample_idx.
     """
+    cfg = dataclasses.replace(cfg, threshold=cfg.threshold_at(round, step), threshold_schedule=None,
+                              step_thresholds=None)
     if len(samples) != len(judgements) or any((s.prompt_id, s.sample_idx) != (j.prompt_id, j.sample_idx)
                                                for s, j in zip(samples, judgements)):
         raise ValueError("select: judgements must match samples one to one, in the same order")
