@@ -128,8 +128,9 @@ class Run:
             write_json(stage / "stats.json", stats)
             if len(kept) < f.min_keep:
                 left = ", ".join(f"{x['stage']} {x['out']}" for x in stages)
+                where = f"round {r}" + (f" step {step}" if self.cfg.loop.improve_steps > 1 else "")
                 raise NothingKept(
-                    f"round {r} step {step}: the filter kept {len(kept)} of {len(samples)} samples, fewer than "
+                    f"{where}: the filter kept {len(kept)} of {len(samples)} samples, fewer than "
                     f"filter.min_keep={f.min_keep}. Judgement statuses: {stats['status']}; left after each filter "
                     f"stage: {left}. See {self.stage(r, 'improve') / 'judgements.jsonl'}. To go on, lower the "
                     f"threshold: rest-loop resume={self.dir} filter.threshold=<lower>")
