@@ -54,6 +54,7 @@ class Run:
         self.reward = Reward.from_config(raw.reward)
         self.eval_reward = Reward.from_config(raw.eval.reward) if raw.eval.reward else None
         self.prompts: dict[str, Prompt] = {p.id: p for p in self.task.train + self.task.heldout}
+        check_references(self.reward, self.task)
         self.base_model = resolve_model(cfg.model.source, cfg.model.cache_dir)
         self.manifest.note(task=self.task.describe(), reward=self.reward.version, base_model=self.base_model)
         self._engine: Engine | None = None  # the base model's engine: base and LoRA policies, local judges
@@ -133,7 +134,7 @@ class Run:
                     f"{where}: the filter kept {len(kept)} of {len(samples)} samples, fewer than "
                     f"filter.min_keep={f.min_keep}. Judgement statuses: {stats['status']}; left after each filter "
                     f"stage: {left}. See {self.stage(r, 'improve') / 'judgements.jsonl'}. To go on, lower the "
-                    f"threshold: rest-loop resume={self.dir} filter.threshold=<lower>")
+                    f"threshold: rest-loop resume={self.dir} {lower_threshold(f, r, step)}")
             write_jsonl(stage / "kept.jsonl", kept)
             stage.finish(kept=len(kept), keep_rate=stats["keep_rate"])
         self.manifest.stage_done(r, stage.path.name, read_json(stage / "stats.json"))
@@ -232,6 +233,17 @@ class Run:
         return metrics
 
 
+def check_references(reward: Reward, task) -> None:
+    """A reward term that compares with references, on a task without any, would score nothing: say so now."""
+    if any(p.reference is not None for p in task.train):
+        return
+    for key, (term, _) in reward.terms.items():
+        if getattr(term, "needs_reference", False):
+            raise ConfigError(f"reward.terms.{key} ({term.name}) compares completions with references, but task "
+                              f"{task.name!r} has none: choose a reward that needs none (e.g. a judge), or an "
+                              f"experiment made for this task")
+
+
 def build(spec: DictConfig):
     """instantiate(spec), with a config error inside the constructor raised as itself (exit code 2)."""
     try:
@@ -240,6 +252,16 @@ def build(spec: DictConfig):
         if isinstance(e.__cause__, ConfigError):
             raise e.__cause__ from None
         raise
+
+
+def lower_threshold(f, round: int, step: int) -> str:
+    """The override that lowers the threshold this step used, for the resume advice."""
+    if f.step_thresholds is not None:
+        values = [str(t) if i != step - 1 else "<lower>" for i, t in enumerate(f.step_thresholds)]
+        return f"filter.step_thresholds=[{','.join(values)}]"
+    if f.threshold_schedule is not None:
+        return f"filter.threshold_schedule=<a list with a lower value for round {round}>"
+    return "filter.threshold=<lower>"
 
 
 def improve_stats(judgements: list[Judgement], stages: list[dict], threshold: float, kept: list[KeptExample]) -> dict:

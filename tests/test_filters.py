@@ -280,3 +280,12 @@ def test_filter_options(option, expected):
 def test_histogram_bins_cover_zero_to_one():
     h = histogram([0.0, 0.05, 0.5, 0.99, 1.0])
     assert sum(h.values()) == 5 and h["0.0-0.1"] == 2 and h["0.9-1.0"] == 2
+
+
+def test_resume_advice_names_the_setting_that_gave_the_threshold():
+    from rest_loop.loop import lower_threshold
+
+    assert lower_threshold(FilterConfig(), 1, 1) == "filter.threshold=<lower>"
+    assert lower_threshold(FilterConfig(step_thresholds=[0.7, 0.8, 0.9]), 2, 3) == \
+        "filter.step_thresholds=[0.7,0.8,<lower>]"
+    assert "round 2" in lower_threshold(FilterConfig(threshold_schedule=[0.5, 0.9]), 2, 1)
