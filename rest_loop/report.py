@@ -1,7 +1,8 @@
 """Per-round lines, the end-of-run table and `metrics.csv`, all from the manifest.
 
 One row per evaluation: round 0 is the base model; with loop.improve_steps > 1 a round
-has one row per step. `metrics.csv` holds the same rows with every number, for plotting.
+has one row per step. A composite reward adds a column per term: its mean score over the
+samples it was asked about (e.g. a JSON gate's pass rate beside the judge's mean rating). `metrics.csv` holds the same rows with every number, for plotting.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def rows(manifest: Manifest) -> list[dict]:
             "grow_distinct_2": entry.get("grow", {}).get("distinct_2") if step == 1 else None,
             "wall_s": entry.get("wall_s") if step == 1 else None,
         })
+        terms = imp.get("reward_terms") or {}
+        if len(terms) > 1:  # a composite reward: each term's mean over the samples it was asked about
+            out[-1].update({f"term:{k}": v.get("mean_score") for k, v in terms.items()})
     return out
 
 
@@ -70,7 +74,10 @@ def table(manifest: Manifest) -> str:
     data = rows(manifest)
     multi_step = any(row["step"] > 1 for row in data)
     columns = [c for c in COLUMNS if c[1] != "step" or multi_step]
-    cells = [[_fmt(row[key], spec) if spec != "s" else str(row[key] or "-") for _, key, spec in columns]
+    terms = list(dict.fromkeys(k for row in data for k in row if k.startswith("term:")))
+    at = next(i for i, c in enumerate(columns) if c[1] == "train_reward") + 1
+    columns[at:at] = [(k[5:], k, ".3f") for k in terms]
+    cells = [[_fmt(row.get(key), spec) if spec != "s" else str(row.get(key) or "-") for _, key, spec in columns]
              for row in data]
     header = [name if name != "pass@k" else f"pass@{next((r['k'] for r in data if r['k']), 'k')}"
               for name, _, _ in columns]
@@ -92,7 +99,8 @@ def write_csv(manifest: Manifest, path: Path) -> None:
 
     data = rows(manifest)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(data[0]) if data else ["round"])
+    fields = list(dict.fromkeys(k for row in data for k in row)) or ["round"]
+    writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(data)
     atomic_write_text(path, buf.getvalue())

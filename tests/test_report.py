@@ -67,3 +67,13 @@ def test_stopped_early_is_in_the_table(tmp_path):
     m = manifest(tmp_path, {0: [0.1], 1: [0.5], 2: [0.5]})
     m.note(stopped_early={"after_round": 2, "reason": m.stalled(1, 0.0)})
     assert "stopped early after round 2: the held-out metric has not improved" in table(m)
+
+
+def test_a_composite_reward_gets_a_column_per_term(tmp_path):
+    m = manifest(tmp_path, {0: [0.1], 1: [0.3]})
+    m.stage_done(1, "improve", {"kept": 5, "reward_terms": {"json": {"mean_score": 0.62}, "judge": {"mean_score": 0.41}}})
+    header, _, base, first = table(m).splitlines()[:4]
+    assert header.split()[header.split().index("reward") + 1:][:2] == ["json", "judge"]
+    assert "0.620" in first and "0.410" in first and "0.620" not in base
+    write_csv(m, tmp_path / "metrics.csv")
+    assert "term:json" in (tmp_path / "metrics.csv").read_text().splitlines()[0]

@@ -87,7 +87,9 @@ class Reward:
             for i, r in zip(redo, again):
                 recovered += r.status == "ok"
                 results[i] = Result(r.score, r.status, f"{r.reason} (attempt {attempt})", r.raw)
-        stats = term.stats(results) if hasattr(term, "stats") else {}
+        ok = [r.score for r in results if r.status == "ok"]
+        stats = {"asked": len(results), "ok": len(ok), "mean_score": sum(ok) / len(ok) if ok else None,
+                 **(term.stats(results) if hasattr(term, "stats") else {})}
         if backend:  # what this call cost; the backend counts the whole process, for its budget
             stats["usage"] = {k: round(v - before[k], 3) for k, v in vars(backend.usage).items()}
         self.last_stats[key] = {**stats, "retried": retried, "recovered_by_retry": recovered} if retries else stats
