@@ -5,7 +5,8 @@
 
 The primary number ("value") is the first of these that applies:
 
-    accuracy     the task's metric (a verifier) on every prompt; needs a reference on each
+    accuracy     the task's metric (a verifier) on every prompt; needs a reference on each, unless the
+                 verifier says `needs_reference = False` (then its `label`, e.g. valid_json_rate)
     mean_reward  `eval_reward`, a held-out reward the policy was not trained on (e.g. a judge)
     mean_reward  the training reward itself, with a warning: a policy that learns to game
                  its reward raises this number too, so reward hacking cannot show in it
@@ -46,12 +47,13 @@ def evaluate(engine: Engine, policy: Policy, prompts: list[Prompt], metric, rewa
     greedy = grow(engine, policy, prompts, SamplerConfig(n=1, temperature=0.0, max_tokens=cfg.max_tokens), round)
 
     missing = sum(p.reference is None for p in prompts)
-    use_metric = metric is not None and missing == 0
-    if metric is not None and missing:
+    needs_reference = getattr(metric, "needs_reference", True)
+    use_metric = metric is not None and (missing == 0 or not needs_reference)
+    if metric is not None and missing and needs_reference:
         notes.append(f"task metric {scorer_name(metric)} not used: {missing} of {len(prompts)} held-out prompts "
                      "have no reference")
     if use_metric:
-        name, source, scorer = "accuracy", "task.metric", metric
+        name, source, scorer = getattr(metric, "label", "accuracy"), "task.metric", metric
         results = metric([by_id[s.prompt_id] for s in greedy], greedy)
     elif eval_reward is not None:
         name, source, scorer = "mean_reward", "eval.reward", eval_reward

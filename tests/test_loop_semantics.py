@@ -65,3 +65,24 @@ def test_full_fine_tuning_serves_the_new_weights(tiny_model, tmp_path):
     transition = manifest["rounds"]["1"]["transitions"]["finetune"]
     assert transition["how"] == "new engine" and transition["seconds"] > 0  # vLLM-CPU: no in-place reload
     assert json.loads((run_dir / "round_001/eval/metrics.json").read_text())["policy"] == "round_001"
+
+
+def test_a_yaml_only_task_runs_and_its_data_exports(tiny_model, tmp_path):
+    """task=classification has no Python of its own: a data file, a template and a YAML file."""
+    import subprocess
+    import sys
+
+    from datasets import load_dataset, load_from_disk
+
+    run_dir = tmp_path / "run"
+    run_ok(cli(run_dir, tiny_model, "experiment=classification", "filter.threshold=0.0", "eval.pass_k=0"))
+    assert json.loads((run_dir / "round_000/eval/metrics.json").read_text())["scorer"].startswith("label_match")
+    kept = read_jsonl(run_dir / "round_001/improve/kept.jsonl")
+    assert kept and all(row["prompt_id"].startswith("classification-") for row in kept)
+
+    out = subprocess.run([sys.executable, "-m", "rest_loop.export", str(run_dir), "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    alpaca = load_dataset("json", data_files=str(tmp_path / "x/all.alpaca.json"), split="train")
+    assert len(alpaca) == len(kept) and "Classify the following text" in alpaca[0]["instruction"]
+    assert len(load_from_disk(str(tmp_path / "x/hf/all"))) == len(kept)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 
 import pytest
 
+from rest_loop.improve import verifiers
 from rest_loop.improve.rewards import Reward
-from rest_loop.improve.verifiers import ExactMatch, JsonSchema, RegexMatch, extract_json
+from rest_loop.improve.verifiers import ExactMatch, JsonSchema, LabelMatch, RegexMatch, extract_json
 from rest_loop.records import Prompt, Sample
 
 
@@ -192,3 +194,85 @@ def test_verifiers_build_from_reward_config():
     }})
     out = reward({"p": Prompt("p", [], reference="Ada")}, [sample('{"name": "Ada", "age": 36}')])
     assert (out[0].score, out[0].status) == (1.0, "ok")
+
+
+SENTIMENT = ["positive", "negative", "neutral"]
+
+
+@pytest.mark.parametrize("normalise,reference,text,score,status,reason", [
+    (True, "positive", "positive", 1.0, "ok", "'positive' == reference"),
+    (True, "positive", "  Positive.\n", 1.0, "ok", "== reference"),
+    (True, "positive", '"positive"', 1.0, "ok", "== reference"),
+    (True, "positive", "\u201cPositive\u201d!", 1.0, "ok", "== reference"),       # curly quotes
+    (True, "positive", "**positive**", 1.0, "ok", "== reference"),                # markdown bold
+    (True, "positive", "Label: positive", 1.0, "ok", "== reference"),
+    (True, "positive", 'Answer: "Positive".', 1.0, "ok", "== reference"),
+    (True, "positive", "ANSWER :positive", 1.0, "ok", "== reference"),
+    (True, "Positive", "positive", 1.0, "ok", "== reference"),                    # the reference is normalised too
+    (True, "positive", "negative", 0.0, "ok", "'negative' != reference 'positive'"),   # another label
+    (True, "positive", "Label: neutral", 0.0, "ok", "!= reference"),
+    (True, "positive", "mostly positive", 0.0, "ok", "not one of the labels"),  # not a label at all
+    (True, "positive", "positive, I think", 0.0, "ok", "not one of the labels"),
+    (True, "positive", "positive\nBecause it says so.", 0.0, "ok", "not one of the labels"),
+    (True, "positive", "Reason: positive", 0.0, "ok", "not one of the labels"),   # only label:/answer: are tolerated
+    (True, "positive", "", 0.0, "ok", "not one of the labels"),
+    (True, "happy", "positive", None, "error", "reference 'happy' is not one of the labels"),  # the data is wrong
+    (True, None, "positive", None, "error", "no reference"),
+    (False, "positive", " positive\n", 1.0, "ok", "== reference"),                # only the ends are stripped
+    (False, "positive", "Positive", 0.0, "ok", "not one of the labels"),
+    (False, "positive", "positive.", 0.0, "ok", "not one of the labels"),
+    (False, "positive", "Label: positive", 0.0, "ok", "not one of the labels"),
+    (False, "Positive", "positive", None, "error", "not one of the labels"),
+])
+def test_label_match(normalise, reference, text, score, status, reason):
+    result = LabelMatch(SENTIMENT, normalise).one(reference, text)
+    check(result, score, status)
+    assert reason in result.reason
+
+
+def test_label_match_keeps_the_label_as_written():
+    verifier = LabelMatch(["Sports", "World News"])
+    assert verifier.one("world news", "world  news.").raw == "World News"
+    assert verifier.one("Sports", "World News").raw == "World News"   # a wrong label is still named
+    assert verifier.one("Sports", "weather").raw is None
+
+
+def test_label_match_reason_is_clipped():
+    labels = [f"label number {i}" for i in range(20)]
+    result = LabelMatch(labels).one("label number 1", "x" * 300)
+    assert result.score == 0.0 and len(result.reason) <= 80
+
+
+@pytest.mark.parametrize("labels,normalise,match", [
+    ([], True, "at least one"),
+    ("positive", True, "not one string"),
+    (["yes", "no", "Yes"], True, "'Yes' is the same as 'yes'"),
+    (["yes", "yes."], True, "the same as"),
+    (["yes", "..."], True, "empty"),
+    (["yes", " yes "], False, "the same as"),
+])
+def test_label_match_bad_config_raises(labels, normalise, match):
+    with pytest.raises(ValueError, match=match):
+        LabelMatch(labels, normalise)
+
+
+def test_label_match_case_sensitive_labels_without_normalising():
+    verifier = LabelMatch(["A", "a"], normalise=False)
+    assert verifier.one("A", "A").score == 1.0 and verifier.one("A", "a").score == 0.0
+
+
+def test_label_match_shares_the_reward_signature_and_builds_from_config():
+    reward = Reward.from_config({"terms": {
+        "label": {"_target_": "rest_loop.improve.verifiers.LabelMatch", "labels": SENTIMENT}}})
+    prompts = {"p": Prompt("p", [], reference="neutral"), "q": Prompt("q", [], reference=None)}
+    samples = [sample("Neutral."), sample("neutral", 1), Sample(1, "q", 0, "neutral", 1, "base", 0)]
+    out = reward(prompts, samples)
+    assert [(r.score, r.status) for r in out] == [(1.0, "ok"), (1.0, "ok"), (None, "error")]
+    assert LabelMatch(SENTIMENT).name == "label_match"
+
+
+def test_label_match_docstring_examples():
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
+    for test in finder.find(LabelMatch, globs=vars(verifiers)):
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0

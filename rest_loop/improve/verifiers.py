@@ -10,6 +10,7 @@ is needed) is status "error" with no score. A bad config raises at construction.
     ExactMatch     the completion equals the reference, optionally normalised
     RegexMatch     a pattern is found, or its last match's group equals the reference
     JsonSchema     the completion's JSON validates against a JSON Schema
+    LabelMatch     the completion is one of the labels, and the reference's one
 
     >>> NumericMatch()([Prompt("p", [], reference="68")], [Sample(0, "p", 0, "It is 68.", 3, "base", 0)])
     [Result(score=1.0, status='ok', reason='answer 68 == reference 68', raw=None)]
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +63,7 @@ class NumericMatch:
     """1.0 when the completion's final number equals the reference, else 0.0."""
 
     name = "numeric_match"
+    needs_reference = True  # a run whose task has no references is stopped before it starts
 
     def __call__(self, prompts: list[Prompt], samples: list[Sample]) -> list[Result]:
         return [self.one(p.reference, s.text) for p, s in zip(prompts, samples)]
@@ -91,6 +94,7 @@ class ExactMatch:
     """
 
     name = "exact_match"
+    needs_reference = True  # a run whose task has no references is stopped before it starts
 
     def __init__(self, normalise: bool = True):
         self.normalise = normalise
@@ -149,6 +153,7 @@ class RegexMatch:
         if not known:
             raise ValueError(f"RegexMatch reference_group={reference_group!r} is not a group of pattern={pattern!r}")
         self.pattern, self.reference_group = pattern, reference_group
+        self.needs_reference = reference_group is not None
 
     def __call__(self, prompts: list[Prompt], samples: list[Sample]) -> list[Result]:
         return [self.one(p.reference, s.text) for p, s in zip(prompts, samples)]
@@ -243,3 +248,67 @@ class JsonSchema:
         if error is None:
             return Result(1.0, "ok", "valid against the schema", value)
         return Result(0.0, "ok", clip(f"{error.json_path}: {error.message}", 120), value)
+
+
+LABEL_PREFIX = re.compile(r"^(?:label|answer)\s*:\s*")
+LABEL_EDGES = string.punctuation + string.whitespace + "\u201c\u201d\u2018\u2019\u00ab\u00bb"  # and curly quotes
+
+
+class LabelMatch:
+    """For classification: 1.0 when the completion is the prompt's reference label, else 0.0.
+
+    The completion must be exactly one of `labels`: another label and no label
+    at all both score 0.0, and the reason says which. Normalised (the default)
+    compares after casefolding, collapsing whitespace, dropping surrounding
+    punctuation and quotes and a leading "label:" or "answer:"; the labels are
+    normalised the same way, so two that become equal are a config error.
+    Without normalising only the ends are stripped. A reference that is not a
+    label is status "error": the data is wrong, not the completion. `raw` is
+    the label found, as written in `labels`.
+
+    >>> verifier = LabelMatch(["positive", "negative", "neutral"])
+    >>> p, s = Prompt("p", [], reference="positive"), Sample(0, "p", 0, 'Answer: "Positive".', 3, "base", 0)
+    >>> verifier([p], [s])
+    [Result(score=1.0, status='ok', reason="'positive' == reference", raw='positive')]
+    >>> verifier.one("positive", "mostly positive").reason
+    "'mostly positive' is not one of the labels ['positive', 'negative', 'neutral']"
+    """
+
+    name = "label_match"
+    needs_reference = True  # a run whose task has no references is stopped before it starts
+
+    def __init__(self, labels: list[str], normalise: bool = True):
+        if isinstance(labels, str):  # list("yes") would quietly make labels "y", "e", "s"
+            raise ValueError(f"LabelMatch labels={labels!r}: give a list of labels, not one string")
+        self.labels, self.normalise = [str(label) for label in labels], normalise  # Hydra hands a ListConfig
+        if not self.labels:
+            raise ValueError("LabelMatch labels=[]: give at least one label")
+        self.by_key: dict[str, str] = {}
+        for label in self.labels:
+            key = self.clean(label)
+            if not key or key in self.by_key:
+                other = "empty" if not key else f"the same as {self.by_key[key]!r}"
+                raise ValueError(f"LabelMatch labels={self.labels!r}: {label!r} is {other} after normalising")
+            self.by_key[key] = label
+
+    def __call__(self, prompts: list[Prompt], samples: list[Sample]) -> list[Result]:
+        return [self.one(p.reference, s.text) for p, s in zip(prompts, samples)]
+
+    def clean(self, text: str) -> str:
+        if not self.normalise:
+            return text.strip()
+        text = " ".join(text.split()).casefold().strip(LABEL_EDGES)
+        return LABEL_PREFIX.sub("", text).strip(LABEL_EDGES)  # 'Answer: "Yes".' -> 'answer: "yes' -> 'yes'
+
+    def one(self, reference: str | None, text: str) -> Result:
+        if reference is None:
+            return Result(None, "error", NO_REFERENCE)
+        want = self.by_key.get(self.clean(reference))
+        if want is None:
+            return Result(None, "error", clip(f"reference {reference!r} is not one of the labels {self.labels}"))
+        answer = self.by_key.get(self.clean(text))
+        if answer is None:
+            return Result(0.0, "ok", clip(f"{clip(self.clean(text), 40)!r} is not one of the labels {self.labels}"))
+        if answer == want:
+            return Result(1.0, "ok", clip(f"{answer!r} == reference"), answer)
+        return Result(0.0, "ok", clip(f"{answer!r} != reference {want!r}"), answer)

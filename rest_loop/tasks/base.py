@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_loop.records import Prompt
 from rest_loop.templates import Template
 
@@ -24,9 +26,19 @@ class Task:
         self.metric = metric
 
     def make_prompt(self, id: str, input: str, reference: str | None = None, target: str | None = None,
-                    **variables) -> Prompt:
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        messages.append({"role": "user", "content": self.template.render(input=input, **variables)})
+                    context: list[dict[str, str]] | None = None, system: str | None = None,
+                    columns: dict[str, Any] | None = None, **variables) -> Prompt:
+        """A Prompt whose messages are [system] + context + [user: the template rendered].
+
+        `system` is the row's own system prompt, else the task's `system_prompt`; `context` the
+        earlier turns of a conversation, oldest first. The template sees `columns` (a data row,
+        given as a dict so a column may be called `id` or `target`), then `variables`, then `input`.
+        """
+        system = system or self.system_prompt
+        messages = [{"role": "system", "content": system}] if system else []
+        messages += [{"role": turn["role"], "content": turn["content"]} for turn in context or []]  # copies
+        content = self.template.render(**{**(columns or {}), **variables, "input": input})
+        messages.append({"role": "user", "content": content})
         return Prompt(id=id, messages=messages, reference=reference, input=input, target=target)
 
     def check_disjoint(self) -> None:

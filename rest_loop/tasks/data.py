@@ -4,6 +4,7 @@ Everything goes through the `datasets` library, so a file, a folder and a hub
 dataset give the same rows (dicts of column -> value):
 
     load_rows("/data/gsm8k/train.jsonl")               # .jsonl .json .parquet .csv: the file is the split
+    load_rows("/data/alpaca.json")                     # JSON lines or one JSON array of objects, either suffix
     load_rows("/data/gsm8k_saved", split="test")       # a folder written by Dataset(Dict).save_to_disk
     load_rows("openai/gsm8k", split="train", name="main")  # a hub id, or a local dataset repo folder
 
