@@ -20,10 +20,12 @@ Tasks check their columns with `require_fields`, which names the file and row.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any, Iterable
 
 from rest_loop.config import ConfigError
+from rest_loop.records import Prompt
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}  # suffix -> datasets builder
 SAVED_MARKERS = ("dataset_dict.json", "state.json")  # what save_to_disk writes: DatasetDict, Dataset
@@ -97,3 +99,36 @@ def require_fields(rows: Iterable[dict[str, Any]], fields: Iterable[str], source
             if row.get(f) is None:
                 present = sorted(k for k, v in row.items() if v is not None)
                 raise ValueError(f"{source}: row {i}: missing field {f!r} (it has {present})")
+
+
+# Picking rows: shared by every file-backed task, so all split the same way.
+
+
+def pick(prompts: list[Prompt], n: int | None, seed: int, key: str) -> list[Prompt]:
+    """All prompts (n is None), or n of them chosen by seed, kept in row order."""
+    if n is None:
+        return prompts
+    if not 0 <= n <= len(prompts):
+        raise ConfigError(f"{key}={n}: must be between 0 and the {len(prompts)} rows available")
+    order = list(range(len(prompts)))
+    random.Random(seed).shuffle(order)
+    return [prompts[i] for i in sorted(order[:n])]
+
+
+def split_off(prompts: list[Prompt], n_heldout: int | None, n_train: int | None,
+              seed: int) -> tuple[list[Prompt], list[Prompt]]:
+    """(held-out, train) from one list. Held-out rows are drawn first, so they stay put when n_train changes."""
+    if n_heldout is None:
+        raise ConfigError("task.n_heldout=None: with task.heldout_split=null the held-out rows are split off the "
+                          "train rows, so give a number (null would hold out every row)")
+    if not 0 <= n_heldout <= len(prompts):
+        raise ConfigError(f"task.n_heldout={n_heldout}: must be between 0 and the {len(prompts)} rows available")
+    order = list(range(len(prompts)))
+    random.Random(seed).shuffle(order)
+    held, rest = order[:n_heldout], order[n_heldout:]
+    if n_train is not None:
+        if not 0 <= n_train <= len(rest):
+            raise ConfigError(f"task.n_train={n_train}: must be between 0 and the {len(rest)} rows left "
+                              f"after holding out task.n_heldout={n_heldout}")
+        rest = rest[:n_train]
+    return [prompts[i] for i in sorted(held)], [prompts[i] for i in sorted(rest)]

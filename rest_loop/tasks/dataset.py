@@ -41,8 +41,7 @@ from rest_loop.config import ConfigError
 from rest_loop.records import Prompt
 from rest_loop.tasks import formats
 from rest_loop.tasks.base import Task
-from rest_loop.tasks.data import is_single_file, load_rows
-from rest_loop.tasks.gsm8k import pick, split_off
+from rest_loop.tasks.data import is_single_file, load_rows, pick, split_off
 from rest_loop.templates import TemplateError
 
 log = logging.getLogger(__name__)

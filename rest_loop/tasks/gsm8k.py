@@ -25,13 +25,12 @@ are held out by seed. Prompt ids are "gsm8k-<split>-<row index>", 0-based like
 
 from __future__ import annotations
 
-import random
 import re
 
 from rest_loop.config import ConfigError
 from rest_loop.records import Prompt
 from rest_loop.tasks.base import Task
-from rest_loop.tasks.data import is_single_file, load_rows, require_fields
+from rest_loop.tasks.data import is_single_file, load_rows, pick, require_fields, split_off
 
 ANNOTATION = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator calls: "48/2 = <<48/2=24>>24"
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -96,31 +95,3 @@ class GSM8KTask(Task):
         return {**super().describe(), "source": self.source, "heldout_source": self.heldout_source}
 
 
-def pick(prompts: list[Prompt], n: int | None, seed: int, key: str) -> list[Prompt]:
-    """All prompts (n is None), or n of them chosen by seed, kept in row order."""
-    if n is None:
-        return prompts
-    if not 0 <= n <= len(prompts):
-        raise ConfigError(f"{key}={n}: must be between 0 and the {len(prompts)} rows available")
-    order = list(range(len(prompts)))
-    random.Random(seed).shuffle(order)
-    return [prompts[i] for i in sorted(order[:n])]
-
-
-def split_off(prompts: list[Prompt], n_heldout: int | None, n_train: int | None,
-              seed: int) -> tuple[list[Prompt], list[Prompt]]:
-    """(held-out, train) from one list. Held-out rows are drawn first, so they stay put when n_train changes."""
-    if n_heldout is None:
-        raise ConfigError("task.n_heldout=None: with task.heldout_split=null the held-out rows are split off the "
-                          "train rows, so give a number (null would hold out every row)")
-    if not 0 <= n_heldout <= len(prompts):
-        raise ConfigError(f"task.n_heldout={n_heldout}: must be between 0 and the {len(prompts)} rows available")
-    order = list(range(len(prompts)))
-    random.Random(seed).shuffle(order)
-    held, rest = order[:n_heldout], order[n_heldout:]
-    if n_train is not None:
-        if not 0 <= n_train <= len(rest):
-            raise ConfigError(f"task.n_train={n_train}: must be between 0 and the {len(rest)} rows left "
-                              f"after holding out task.n_heldout={n_heldout}")
-        rest = rest[:n_train]
-    return [prompts[i] for i in sorted(held)], [prompts[i] for i in sorted(rest)]
