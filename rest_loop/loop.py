@@ -31,7 +31,7 @@ from rest_loop.finetune import check_method, finetune
 from rest_loop.grow import grow
 from rest_loop.improve.filters import NothingKept, histogram, select
 from rest_loop.improve.rewards import Reward
-from rest_loop.manifest import Manifest
+from rest_loop.manifest import Manifest, stage_name
 from rest_loop.metrics import diversity
 from rest_loop.models import resolve_model
 from rest_loop.records import Judgement, KeptExample, Prompt, Sample
@@ -93,7 +93,7 @@ class Run:
     # Each stage: skip if DONE, else compute, write atomically, mark DONE.
 
     def stage(self, r: int, name: str, step: int = 1) -> Stage:
-        return Stage(self.dir / f"round_{r:03d}" / (name if step == 1 else f"{name}_{step}"))
+        return Stage(self.dir / f"round_{r:03d}" / stage_name(name, step))
 
     def engine_for(self, policy: Policy) -> Engine:
         return self.engine if policy.model is None else self._tuned
@@ -164,7 +164,7 @@ class Run:
     def finetune(self, r: int, step: int, kept: list[KeptExample], previous: Policy) -> Policy:
         cfg, k = self.cfg.trainer, (r - 1) * self.cfg.loop.improve_steps + step  # the run's k-th fine-tune
         stage = self.stage(r, "finetune", step)
-        name = stage.path.parent.name + ("" if step == 1 else f"_{step}")
+        name = stage_name(stage.path.parent.name, step)  # the policy: round_001, round_001_2, ...
         if not stage.done:
             if cfg.mix_original and not any(p.target for p in self.task.train):
                 log.warning("trainer.mix_original=%s but task %s has no targets: nothing to mix in",

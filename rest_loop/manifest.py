@@ -130,6 +130,11 @@ class Manifest:
         self.save()
 
 
+def stage_name(name: str, step: int) -> str:
+    """The name of an Improve step's stage (or policy): step 1 keeps the plain name, later steps add _<step>."""
+    return name if step == 1 else f"{name}_{step}"
+
+
 def step_of(stage: str) -> int:
     """The Improve step a stage name belongs to: eval -> 1, eval_2 -> 2."""
     _, _, n = stage.partition("_")

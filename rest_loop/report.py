@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from rest_loop.manifest import Manifest, step_of
+from rest_loop.manifest import Manifest, stage_name, step_of
 from rest_loop.store import atomic_write_text
 
 
@@ -18,8 +18,9 @@ def _fmt(x, spec=".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def suffix(step: int) -> str:
-    return "" if step == 1 else f"_{step}"
+def largest_k(pass_at: dict | None) -> str | None:
+    """The k of the widest pass@k an evaluation reports (keys are "1", "2", ...), or None."""
+    return max(pass_at or {}, key=int, default=None)
 
 
 def rows(manifest: Manifest) -> list[dict]:
@@ -28,9 +29,8 @@ def rows(manifest: Manifest) -> list[dict]:
     for ev in manifest.evals():
         r, step = ev["round"], ev["step"]
         entry = manifest.rounds[r]
-        imp, ft = entry.get("improve" + suffix(step), {}), entry.get("finetune" + suffix(step), {})
-        pass_at = ev.get("pass_at") or {}
-        k = max(pass_at, key=int, default=None)
+        imp, ft = entry.get(stage_name("improve", step), {}), entry.get(stage_name("finetune", step), {})
+        pass_at, k = ev.get("pass_at") or {}, largest_k(ev.get("pass_at"))
         out.append({
             "round": r, "step": step, "policy": ev.get("policy"), "metric": ev.get("metric"),
             "held_out": ev.get("value"), "pass@1": pass_at.get("1"), "pass@k": pass_at.get(k), "k": k,
@@ -39,7 +39,7 @@ def rows(manifest: Manifest) -> list[dict]:
             "kept": imp.get("kept"), "keep_rate": imp.get("keep_rate"), "threshold": imp.get("threshold"),
             "train_loss": ft.get("train_loss"), "started_from": ft.get("started_from"),
             "learning_rate": ft.get("learning_rate"),
-            "transition_s": entry.get("transitions", {}).get("finetune" + suffix(step), {}).get("seconds"),
+            "transition_s": entry.get("transitions", {}).get(stage_name("finetune", step), {}).get("seconds"),
             "grow_distinct_2": entry.get("grow", {}).get("distinct_2") if step == 1 else None,
             "wall_s": entry.get("wall_s") if step == 1 else None,
         })
@@ -52,10 +52,9 @@ def rows(manifest: Manifest) -> list[dict]:
 def round_line(entry: dict) -> str:
     """The console's one line per round (its last step)."""
     steps = sorted(step_of(k) for k in entry if k == "eval" or k.startswith("eval_"))
-    s = suffix(steps[-1]) if steps else ""
-    ev, imp, ft = entry.get("eval" + s, {}), entry.get("improve" + s, {}), entry.get("finetune" + s, {})
-    pass_at = ev.get("pass_at") or {}
-    k = max(pass_at, key=int, default=None)
+    last = steps[-1] if steps else 1
+    ev, imp, ft = (entry.get(stage_name(name, last), {}) for name in ("eval", "improve", "finetune"))
+    pass_at, k = ev.get("pass_at") or {}, largest_k(ev.get("pass_at"))
     return (f"[round {entry['round']}] held-out {ev.get('metric', 'metric')} {_fmt(ev.get('value'))}"
             + (f" pass@{k} {_fmt(pass_at[k])}" if k else "")
             + f" distinct-2 {_fmt(ev.get('distinct_2'), '.2f')}"
