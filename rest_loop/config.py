@@ -162,6 +162,7 @@ class TrainerConfig:
     target_modules: Any = "all-linear"
     accelerate_config: Optional[str] = None  # an accelerate config file: fine-tune via `accelerate launch`
     logging_steps: int = 5
+    report_to: list = field(default_factory=lambda: ["tensorboard"])  # TRL's report_to: tensorboard, wandb
     seed: int = 0
 
     def __post_init__(self):
@@ -222,6 +223,7 @@ class PathsConfig:
     prompts: str = str(PROJECT_ROOT / "prompts")
     runs: str = str(PROJECT_ROOT / "runs")
     cache: str = "~/.cache/rest_loop"
+    pools: Optional[str] = "~/.cache/rest_loop/pools"  # the pool cache (rest_loop/pools.py); null: off
     run_dir: str = "???"
 
 

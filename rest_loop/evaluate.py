@@ -27,6 +27,7 @@ from rest_loop.engine import Engine, Policy
 from rest_loop.grow import grow
 from rest_loop.improve.rewards import Reward
 from rest_loop.metrics import default_ks, diversity, pass_at
+from rest_loop.pools import Pools
 from rest_loop.records import Prompt, Sample
 from rest_loop.store import write_jsonl
 
@@ -34,17 +35,19 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(engine: Engine, policy: Policy, prompts: list[Prompt], metric, reward: Reward | None, cfg: EvalConfig,
-             round: int, out: Path, eval_reward: Reward | None = None) -> dict:
+             round: int, out: Path, eval_reward: Reward | None = None, pools: Pools | None = None) -> dict:
     """Score `policy` on `prompts` and write its completions under `out`; return what goes in metrics.json.
 
     `metric` is the task's verifier (`verifier(prompts, samples) -> list[Result]`) or None;
     `reward` is the training reward, used only when nothing independent of it applies.
+    `pools` caches the generated completions (an unchanged policy is not sampled twice).
     """
     if not prompts:
         raise ValueError("evaluate: no held-out prompts")
     by_id = {p.id: p for p in prompts}
     notes: list[str] = []
-    greedy = grow(engine, policy, prompts, SamplerConfig(n=1, temperature=0.0, max_tokens=cfg.max_tokens), round)
+    greedy = grow(engine, policy, prompts, SamplerConfig(n=1, temperature=0.0, max_tokens=cfg.max_tokens), round,
+                  pools)
 
     missing = sum(p.reference is None for p in prompts)
     needs_reference = getattr(metric, "needs_reference", True)
@@ -98,7 +101,7 @@ def evaluate(engine: Engine, policy: Policy, prompts: list[Prompt], metric, rewa
         "notes": notes,
     }
     if cfg.pass_k > 0 and use_metric:
-        metrics.update(sample_pass_at(engine, policy, prompts, metric, cfg, round, out, notes))
+        metrics.update(sample_pass_at(engine, policy, prompts, metric, cfg, round, out, notes, pools))
     elif cfg.pass_k > 0:
         notes.append(f"pass@k not computed (eval.pass_k={cfg.pass_k}): it needs the task's metric and a reference "
                      "on every held-out prompt, since a reward score is not a pass or a fail")
@@ -106,7 +109,7 @@ def evaluate(engine: Engine, policy: Policy, prompts: list[Prompt], metric, rewa
 
 
 def sample_pass_at(engine: Engine, policy: Policy, prompts: list[Prompt], metric, cfg: EvalConfig, round: int,
-                   out: Path, notes: list[str]) -> dict:
+                   out: Path, notes: list[str], pools: Pools | None = None) -> dict:
     """Draw pass_k samples per prompt, score each with the task metric, write them, and estimate pass@k.
 
     A sample counts as correct only with full marks (status ok, score 1.0): pass@k asks
@@ -114,7 +117,7 @@ def sample_pass_at(engine: Engine, policy: Policy, prompts: list[Prompt], metric
     """
     by_id = {p.id: p for p in prompts}
     sampler = SamplerConfig(n=cfg.pass_k, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
-    samples = grow(engine, policy, prompts, sampler, round)
+    samples = grow(engine, policy, prompts, sampler, round, pools)
     results = metric([by_id[s.prompt_id] for s in samples], samples)
     hits = [r.status == "ok" and r.score >= 1.0 for r in results]
     correct: dict[str, list[bool]] = {p.id: [] for p in prompts}

@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from rest_loop.config import ConfigError, RunConfig
-from rest_loop.engine import BASE, Engine, Policy, get_engine
+from rest_loop.engine import BASE, Engine, Policy, adapter_id, get_engine
 from rest_loop.evaluate import evaluate
 from rest_loop.finetune import check_method, finetune
 from rest_loop.grow import grow
@@ -34,6 +34,7 @@ from rest_loop.improve.rewards import Reward
 from rest_loop.manifest import Manifest, stage_name
 from rest_loop.metrics import diversity
 from rest_loop.models import resolve_model
+from rest_loop.pools import Pools
 from rest_loop.records import Judgement, KeptExample, Prompt, Sample
 from rest_loop.report import round_line, table, write_csv
 from rest_loop.store import Stage, read_json, read_jsonl, sweep_temporaries, write_json, write_jsonl
@@ -57,6 +58,7 @@ class Run:
         check_references(self.reward, self.task)
         self.base_model = resolve_model(cfg.model.source, cfg.model.cache_dir)
         self.manifest.note(task=self.task.describe(), reward=self.reward.version, base_model=self.base_model)
+        self.pools = Pools(cfg.paths.pools, owner=str(self.dir)) if cfg.paths.pools else None
         self._engine: Engine | None = None  # the base model's engine: base and LoRA policies, local judges
         self._tuned: Engine | None = None  # a fully fine-tuned policy's engine (trainer.method=full)
         self.current: Policy | None = None  # the policy the engines last generated for
@@ -90,6 +92,13 @@ class Run:
         print(table(self.manifest), flush=True)
         return self.manifest.final_metric()
 
+    def close(self) -> None:
+        """Free a fully tuned policy's engine. The base engine stays: the next sweep member in this
+        process uses it too."""
+        if self._tuned is not None:
+            self._tuned.close()
+            self._tuned = None
+
     # Each stage: skip if DONE, else compute, write atomically, mark DONE.
 
     def stage(self, r: int, name: str, step: int = 1) -> Stage:
@@ -103,13 +112,15 @@ class Run:
         if not stage.done:
             log.info("round %d: grow %d x %d with %s", r, len(self.task.train), self.cfg.sampler.n, policy.name)
             start = time.perf_counter()
-            samples = grow(self.ready(policy), policy, self.task.train, self.cfg.sampler, r)
+            samples = grow(self.ready(policy), policy, self.task.train, self.cfg.sampler, r, self.pools)
             seconds = time.perf_counter() - start
             write_jsonl(stage / "samples.jsonl", samples)
             tokens = sum(s.num_tokens for s in samples)
-            stage.finish(samples=len(samples), tokens=tokens, seconds=round(seconds, 1),
-                         tokens_per_s=round(tokens / seconds, 1), policy=policy.name,
-                         mean_tokens=tokens / len(samples), **diversity([s.text for s in samples]))
+            cache = self.cache_events()
+            stage.finish(samples=len(samples), tokens=tokens, seconds=round(seconds, 1), policy=policy.name,
+                         tokens_per_s=None if cache and cache[0]["hit"] else round(tokens / seconds, 1),
+                         cache=cache[0] if cache else None, mean_tokens=tokens / len(samples),
+                         **diversity([s.text for s in samples]))
         else:
             log.info("round %d: grow already done, reusing %s", r, stage / "samples.jsonl")
         self.manifest.stage_done(r, "grow", read_json(stage / "DONE"))
@@ -126,6 +137,7 @@ class Run:
                                 policy=s.policy, seed=s.seed, reward=self.reward.version) for s, j in chosen]
             stats = improve_stats(judgements, stages, f.threshold_at(r, step), kept)
             stats["reward_terms"] = read_json(self.stage(r, "improve") / "reward_terms.json")
+            stats["judge_cache"] = judge_cache(stats["reward_terms"])
             write_json(stage / "stats.json", stats)
             if len(kept) < f.min_keep:
                 left = ", ".join(f"{x['stage']} {x['out']}" for x in stages)
@@ -148,6 +160,10 @@ class Run:
             log.info("round %d: judge %d samples with reward %s", r, len(samples), self.reward.name)
             judgements = self.reward(self.prompts, samples, retries=f.retries if f.unjudged == "retry" else 0)
             write_json(out / "reward_terms.json", self.reward.last_stats)
+            if (asked := judge_cache(self.reward.last_stats))["requests"] + asked["cached"]:
+                log.info("round %d: %d judge replies came from the cache, %d requests were sent", r,
+                         asked["cached"], asked["requests"])
+                self.manifest.count_cache(judge=asked)
             write_jsonl(out / "judgements.jsonl", judgements)
         return read_jsonl(out / "judgements.jsonl", Judgement)
 
@@ -180,7 +196,7 @@ class Run:
             stage.finish(**summary, kept=len(kept), original=len(examples) - len(kept))
         self.manifest.stage_done(r, stage.path.name, read_json(stage / "DONE"))
         output = read_json(stage / "DONE")["output"]
-        policy = (Policy(name, model=output) if cfg.method == "full" else Policy(name, output, adapter_id=k))
+        policy = (Policy(name, model=output) if cfg.method == "full" else Policy(name, output, adapter_id(output)))
         self.tuned_at[name] = (r, stage.path.name)
         return policy
 
@@ -218,13 +234,19 @@ class Run:
         self.current = policy
         return engine
 
+    def cache_events(self) -> list[dict]:
+        """The pool cache's hits and misses since the last call, counted in the manifest."""
+        events = self.pools.take() if self.pools else []
+        self.manifest.count_cache(pools=events)
+        return events
+
     def evaluate(self, r: int, step: int, policy: Policy) -> dict:
         stage = self.stage(r, "eval", step)
         if not stage.done:
             log.info("round %d: evaluate %s on %d held-out prompts", r, policy.name, len(self.task.heldout))
             metrics = evaluate(self.ready(policy), policy, self.task.heldout, self.task.metric, self.reward,
-                               self.cfg.eval, r, stage.path, eval_reward=self.eval_reward)
-            metrics["step"] = step
+                               self.cfg.eval, r, stage.path, eval_reward=self.eval_reward, pools=self.pools)
+            metrics.update(step=step, cache=self.cache_events())
             write_json(stage / "metrics.json", metrics)
             stage.finish()
         metrics = read_json(stage / "metrics.json")
@@ -262,6 +284,12 @@ def lower_threshold(f, round: int, step: int) -> str:
     if f.threshold_schedule is not None:
         return f"filter.threshold_schedule=<a list with a lower value for round {round}>"
     return "filter.threshold=<lower>"
+
+
+def judge_cache(reward_terms: dict) -> dict:
+    """Judge replies answered from the reply cache, and requests sent, over a reward's judge terms."""
+    usage = [t["usage"] for t in reward_terms.values() if "usage" in t]
+    return {"cached": sum(u["cached"] for u in usage), "requests": sum(u["requests"] for u in usage)}
 
 
 def improve_stats(judgements: list[Judgement], stages: list[dict], threshold: float, kept: list[KeptExample]) -> dict:

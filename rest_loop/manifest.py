@@ -75,6 +75,18 @@ class Manifest:
         self.data["rounds"].setdefault(str(r), {"round": r})[stage] = info
         self.save()
 
+    def count_cache(self, pools: list[dict] = (), judge: dict | None = None) -> None:
+        """Add pool cache hits and misses (with their tokens) and judge replies to the run's totals."""
+        c = self.data.setdefault("cache", {"hits": 0, "misses": 0, "generated_tokens": 0, "cached_tokens": 0,
+                                           "judge_cached": 0, "judge_requests": 0})
+        for e in pools:
+            c["hits" if e["hit"] else "misses"] += 1
+            c["cached_tokens" if e["hit"] else "generated_tokens"] += e["tokens"]
+        if judge:
+            c["judge_cached"] += judge["cached"]
+            c["judge_requests"] += judge["requests"]
+        self.save()
+
     def transition(self, r: int, stage: str, how: str, seconds: float) -> None:
         """The round transition after a fine-tune: from its end to the new policy's first token."""
         entry = self.data["rounds"][str(r)]

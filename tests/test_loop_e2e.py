@@ -27,7 +27,7 @@ def cli(run_dir: Path, model: str, *extra: str) -> list[str]:
             "model.kv_cache_gb=1",
             "task.n_train=6", "task.n_heldout=4", "sampler.n=2", "sampler.max_tokens=8", "loop.rounds=1",
             "eval.max_tokens=8", "filter.threshold=0.0", "trainer.epochs=1", "trainer.batch_size=4",
-            f"hydra.run.dir={run_dir}", *extra]
+            f"paths.pools={run_dir.parent / 'pools'}", f"hydra.run.dir={run_dir}", *extra]  # a pool cache per test
 
 
 def run_ok(cmd: list[str], timeout: int = 600) -> str:
