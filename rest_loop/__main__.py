@@ -3,10 +3,12 @@
     rest-loop experiment=demo                     # the CPU demo on the embedded model
     rest-loop experiment=demo loop.rounds=1 sampler.n=4
     rest-loop resume=runs/demo/2026-11-23_17-00-00  # continue a run; it keeps its saved config
-    rest-loop -m filter.threshold=0.5,0.9         # a sweep
+    rest-loop -m filter.threshold=0.5,0.7,0.9     # a sweep: one run per value, under one sweep folder
 
 Exit codes: 2 a bad config, 3 the filter kept too little, 4 the judge stopped (budget spent,
-key refused, endpoint down). For 3 and 4 the message gives the resume command.
+key refused, endpoint down). For 3 and 4 the message gives the resume command. A run that
+stops writes why to FAILED in its folder. In a sweep a member that stops does not stop the
+others: Hydra records it, runs the rest, and exits 1 at the end.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from rest_loop.config import ConfigError, validate
+from rest_loop.engine import close_engines
 from rest_loop.improve.backends import JudgeStopped
 from rest_loop.improve.filters import NothingKept
-from rest_loop.store import atomic_write_text
+from rest_loop.store import atomic_write_text, read_json, write_json
 
 log = logging.getLogger("rest_loop")
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
@@ -51,10 +55,15 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     return old
 
 
+class MemberFailed(Exception):
+    """A sweep member stopped (its FAILED file says why); Hydra records it and goes on with the others."""
+
+
 def run(cfg: DictConfig) -> float | None:
     from rest_loop.loop import Run  # heavy imports only once the config is known to be good
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    (run_dir / "FAILED").unlink(missing_ok=True)  # a resume starts over from the last failure
     if cfg.resume:
         cfg = resumed_config(cfg)
     else:
@@ -62,24 +71,51 @@ def run(cfg: DictConfig) -> float | None:
         cfg.paths.run_dir = str(run_dir)
     typed = validate(cfg)
     atomic_write_text(Path(typed.paths.run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
-    return Run(typed, cfg).run()
+    loop = Run(typed, cfg)
+    try:
+        return loop.run()
+    finally:
+        loop.close()
+
+
+def record_failure(run_dir: Path, code: int, message: str) -> None:
+    """FAILED says why the run stopped; the manifest's status says it too (a report lists both)."""
+    write_json(run_dir / "FAILED", {"exit_code": code, "error": message})
+    if (manifest := run_dir / "manifest.json").exists():
+        write_json(manifest, {**read_json(manifest), "status": "failed", "error": message})
 
 
 @hydra.main(config_path=CONF, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    """Run one experiment and return its held-out metric (what a sweeper such as Optuna optimises)."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         return run(cfg)
     except ConfigError as e:
-        log.error("config error: %s", e)
-        sys.exit(2)
+        code, message = 2, f"config error: {e}"
     except NothingKept as e:
-        log.error("%s", e)
-        sys.exit(3)
+        code, message = 3, str(e)
     except JudgeStopped as e:  # answers so far are cached: a resume re-asks only the rest
-        log.error("%s. Stopped cleanly; every answer so far is cached. To go on: rest-loop resume=%s "
-                  "(a new budget: judge.budget_requests=<n>)", e, HydraConfig.get().runtime.output_dir)
-        sys.exit(4)
+        code, message = 4, (f"{e}. Stopped cleanly; every answer so far is cached. To go on: rest-loop "
+                            f"resume={run_dir} (a new budget: judge.budget_requests=<n>)")
+    except Exception as e:
+        record_failure(run_dir, 1, f"{type(e).__name__}: {e}")
+        raise
+    log.error("%s", message)
+    record_failure(run_dir, code, message)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise MemberFailed(message)
+    sys.exit(code)
+
+
+def cli() -> None:
+    """The `rest-loop` command: run or sweep, then stop the engines. Left to the interpreter's exit,
+    an engine outliving an Optuna sweep kept the process waiting on its worker forever."""
+    try:
+        main()
+    finally:
+        close_engines()
 
 
 if __name__ == "__main__":  # vLLM starts its workers with spawn: keep this guard
-    main()
+    cli()

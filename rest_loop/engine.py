@@ -26,7 +26,7 @@ class Policy:
 
     name: str  # "base" or "round_001", recorded on every sample
     adapter: str | None = None  # path to a PEFT adapter folder
-    adapter_id: int = 0  # vLLM's integer id for the adapter; unique per adapter in a process
+    adapter_id: int = 0  # vLLM's integer id for the adapter: adapter_id(path), unique per folder in a process
     model: str | None = None  # path to a full model folder (trainer.method=full)
 
     @property
@@ -43,6 +43,13 @@ class Policy:
 
 
 BASE = Policy("base")
+_ADAPTER_IDS: dict[str, int] = {}
+
+
+def adapter_id(path: str) -> int:
+    """vLLM keeps a loaded adapter under its integer id, so an id must never name two folders in one
+    process: sweep members run one after another in one process, and each has its round_001."""
+    return _ADAPTER_IDS.setdefault(os.path.realpath(path), len(_ADAPTER_IDS) + 1)
 
 
 @dataclass
@@ -100,6 +107,9 @@ class Engine:
         )
         self.startup_s = time.perf_counter() - start
         self.path, self.seed = path, seed
+        # what, besides the weights and the seed, decides the samples (the pool cache's key)
+        self.identity = {"dtype": dtype, "eager": eager, "max_model_len": model.max_model_len,
+                         "vllm": vllm_version(), "device": device_name(gpu), **parallel}
         self.asleep = 0  # the sleep level, 0 when awake
         self.tokenizer = self.llm.get_tokenizer()
         log.info("vLLM engine for %s up in %.1f s (dtype=%s, eager=%s)", path, self.startup_s, dtype, eager)
@@ -161,6 +171,18 @@ class Engine:
                  for c in o.outputs] for o in outputs]
 
 
+def device_name(gpu: bool) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if gpu else "cpu"
+
+
+def vllm_version() -> str:
+    import vllm
+
+    return vllm.__version__
+
+
 def first_token_top(logprobs) -> dict[str, float] | None:
     if not logprobs:
         return None
@@ -181,7 +203,8 @@ _ENGINES: dict[str, Engine] = {}
 
 
 def get_engine(path: str, model: ModelConfig, seed: int) -> Engine:
-    """One engine per model path per process: the judge shares the policy's engine when it is the same model."""
+    """One engine per model path per process: the judge shares the policy's engine when it is the same model,
+    and the members of a sweep share it too. Entry points stop them with close_engines()."""
     if path not in _ENGINES:
         _ENGINES[path] = Engine(path, model, seed)
     return _ENGINES[path]

@@ -38,6 +38,26 @@ def test_every_option_composes(group, option):
     assert cfg.reward.terms, "a reward needs at least one term"
 
 
+@pytest.mark.parametrize("option,plugin,target,setting", [
+    ("search=optuna", "sweeper", "optuna_sweeper.OptunaSweeper", ("direction", "maximize")),
+    ("launcher=slurm", "launcher", "submitit_launcher.SlurmLauncher", ("nodes", 1)),
+])
+def test_the_sweep_plugins_compose(option, plugin, target, setting, tmp_path):
+    """The Optuna sweeper and the Slurm launcher: composed as a sweep would, with every value resolving."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=[option, f"paths.runs={tmp_path}"], return_hydra_config=True)
+    chosen = OmegaConf.to_container(cfg.hydra[plugin], resolve=True)
+    assert chosen["_target_"].endswith(target) and chosen[setting[0]] == setting[1]
+    assert cfg.hydra.callbacks.sweep_log._target_ == "rest_loop.sweep.SweepLog"
+    if plugin == "sweeper":
+        assert set(chosen["params"]) == {"filter.threshold", "filter.max_per_prompt", "trainer.learning_rate"}
+    else:
+        assert chosen["submitit_folder"].startswith(str(tmp_path))
+
+
 def test_every_group_has_options():
     for group in GROUPS:
         assert options(group), f"conf/{group}/ is empty"
