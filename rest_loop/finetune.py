@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}  # trainer.report_to -> the package it needs
+
+
 def check_method(cfg: TrainerConfig) -> None:
     """Stop before anything runs when the trainer settings cannot work here. The loop calls this at
     start, so a run does not spend a Grow and an Improve to fail at its first fine-tune."""
@@ -56,6 +60,12 @@ def check_method(cfg: TrainerConfig) -> None:
     if cfg.accelerate_config and not Path(cfg.accelerate_config).is_file():
         raise ConfigError(f"trainer.accelerate_config={cfg.accelerate_config}: no such file "
                           f"(see {PROJECT_ROOT / 'conf' / 'accelerate'})")
+    for name in cfg.report_to:
+        if name not in TRACKERS:
+            raise ConfigError(f"trainer.report_to: {name!r} is not one of {', '.join(TRACKERS)}")
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise ConfigError(f"trainer.report_to: {name} needs the {TRACKERS[name]} package: pip install "
+                              f"{TRACKERS[name]}, or drop it from trainer.report_to")
     if cfg.method != "qlora":
         return
     import torch
@@ -91,8 +101,10 @@ def finetune(base_model: str, examples: list[KeptExample], cfg: TrainerConfig, o
     work = out / "trainer"
     resume = last_checkpoint(work, prune=main_process())
     resumed_step = read_json(Path(resume) / "trainer_state.json")["global_step"] if resume else 0
-    trainer = SFTTrainer(model=model, args=sft_config(cfg, lr, work), train_dataset=to_dataset(examples),
-                         processing_class=tokenizer, peft_config=peft_config)
+    # TensorBoard's event files go beside the adapter, not in `work`, which is deleted after training
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
+    trainer = SFTTrainer(model=model, args=sft_config(cfg, lr, work, run_name=f"{out.parent.name}/{out.name}"),
+                         train_dataset=to_dataset(examples), processing_class=tokenizer, peft_config=peft_config)
     begin = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - begin
@@ -167,7 +179,7 @@ def to_dataset(examples: list[KeptExample]):
     ])
 
 
-def sft_config(cfg: TrainerConfig, lr: float, work: Path):
+def sft_config(cfg: TrainerConfig, lr: float, work: Path, run_name: str | None = None):
     from trl import SFTConfig
 
     gpu = on_gpu()
@@ -183,7 +195,8 @@ def sft_config(cfg: TrainerConfig, lr: float, work: Path):
         save_strategy="steps" if cfg.save_steps else "no",
         **({"save_steps": cfg.save_steps} if cfg.save_steps else {}),  # else TRL's default, unused
         save_total_limit=2,  # the newest may be cut short by a kill; the one before it is whole
-        report_to=[],
+        report_to=list(cfg.report_to),
+        run_name=run_name,  # W&B's run name, e.g. round_001/finetune
         max_length=cfg.max_length,
         completion_only_loss=cfg.completion_only_loss,
         packing=cfg.packing,

@@ -128,7 +128,27 @@ def test_packing_trains_and_keeps_examples_apart(tiny_model, tmp_path):
 def test_trainer_settings_reach_trl(changes, expected, tmp_path):
     args = sft_config(small(**changes), 1e-3, tmp_path)
     assert {k: getattr(args, k) for k in expected} == expected
-    assert args.learning_rate == 1e-3 and args.disable_tqdm is False and args.report_to == []
+    assert args.learning_rate == 1e-3 and args.disable_tqdm is False and args.report_to == ["tensorboard"]
+
+
+def test_training_curves_go_to_tensorboard_beside_the_adapter(tiny_model, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    finetune(tiny_model, examples(), small(), tmp_path)
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and not (tmp_path / "trainer").exists()
+    curves = EventAccumulator(str(events[0])).Reload()
+    losses = [e.value for e in curves.Scalars("train/loss")]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)  # 8 examples, batch 4, a log every step
+
+
+@pytest.mark.parametrize("report_to,message", [
+    (["wandb"], "trainer.report_to: wandb needs the wandb package"),
+    (["comet"], "trainer.report_to: 'comet' is not one of tensorboard, wandb"),
+])
+def test_a_tracker_that_cannot_work_stops_before_anything_runs(report_to, message):
+    with pytest.raises(ConfigError, match=message):
+        check_method(small(report_to=report_to))
 
 
 def test_gradient_checkpointing_with_accumulation_trains(tiny_model, tmp_path):
@@ -220,7 +240,7 @@ def test_accelerate_launch_trains_in_a_subprocess(tiny_model, tmp_path):
     assert set(summary) == SUMMARY_KEYS
     assert summary["steps"] == 2 and summary["learning_rate"] == 5e-3 and math.isfinite(summary["train_loss"])
     assert summary["output"] == str(tmp_path / "adapter") and lora_b(tmp_path / "adapter").abs().sum() > 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "metrics.jsonl"]  # job files cleaned up
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "metrics.jsonl", "tensorboard"]  # job files cleaned up
 
 
 @pytest.mark.slow
