@@ -87,7 +87,10 @@ def cache_line(members: list[Member]) -> str | None:
         return None
     made, cached = sum(c["generated_tokens"] for c in counts), sum(c["cached_tokens"] for c in counts)
     saving = f"saving {(made + cached) / made:.2f}×" if made else "every token came from the cache"
-    return f"tokens generated: {made:,}; a sweep without the cache would have generated {made + cached:,}; {saving}"
+    sent, answered = (sum(c.get(k, 0) for c in counts) for k in ("judge_requests", "judge_cached"))
+    judge = f"; judge requests sent: {sent:,}, answered from the cache: {answered:,}" if sent + answered else ""
+    return (f"tokens generated: {made:,}; a sweep without the cache would have generated {made + cached:,}; "
+            f"{saving}{judge}")
 
 
 def fmt(x, spec: str) -> str:

@@ -90,6 +90,10 @@ def test_a_sweep_gets_a_line_per_member_and_its_failures(tmp_path, capsys):
      "tokens generated: 2,000; a sweep without the cache would have generated 5,000; saving 2.50×"),
     ([{"generated_tokens": 0, "cached_tokens": 800}],
      "tokens generated: 0; a sweep without the cache would have generated 800; every token came from the cache"),
+    ([{"generated_tokens": 10, "cached_tokens": 30, "judge_requests": 40, "judge_cached": 0},
+      {"generated_tokens": 10, "cached_tokens": 30, "judge_requests": 0, "judge_cached": 40}],
+     "tokens generated: 20; a sweep without the cache would have generated 80; saving 4.00×; judge requests "
+     "sent: 40, answered from the cache: 40"),
     ([None, None], None),  # manifests from before the cache: no line
 ])
 def test_the_cache_line(tmp_path, caches, line):
