@@ -38,12 +38,16 @@ def pool_key(inputs: dict[str, Any]) -> str:
 
 
 _DIGESTS: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256: each file is hashed once per process
+# What a trainer writes beside the weights that names its run (output_dir, run_name): two identical
+# adapters trained in two sweep members differ only there, and must share their pools.
+NOT_WEIGHTS = {"training_args.bin", "README.md"}
 
 
 def folder_digest(path: str | Path) -> str:
-    """A hash of a model or adapter folder's files (names and contents; hidden files and checkpoints aside)."""
+    """A hash of a model or adapter folder's files (names and contents), less hidden files, checkpoints
+    and the trainer's notes about its run."""
     root, h = Path(path), hashlib.sha256()
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in NOT_WEIGHTS and not any(
         part.startswith(".") or part.startswith("checkpoint-") for part in p.relative_to(root).parts))
     if not files:
         raise FileNotFoundError(f"{root}: no files to fingerprint")

@@ -93,6 +93,8 @@ def test_a_folder_digest_follows_content_not_place(tmp_path):
         (folder / "adapter_model.safetensors").write_bytes(b"weights")
         (folder / "adapter_config.json").write_text("{}")
     (b / "checkpoint-2" / "optimizer.pt").write_bytes(b"ignored: a resume point, not the adapter")
+    (a / "training_args.bin").write_bytes(b"output_dir=sweep/0/round_001/finetune/trainer")  # the run, not the weights
+    (b / "training_args.bin").write_bytes(b"output_dir=sweep/1/round_001/finetune/trainer")
     assert folder_digest(a) == folder_digest(b)
     (b / "adapter_model.safetensors").write_bytes(b"weightz")
     assert folder_digest(a) != folder_digest(b)
