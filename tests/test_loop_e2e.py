@@ -131,13 +131,14 @@ def test_ranking_judge_run_on_the_local_engine(smollm2, tmp_path):
     assert (run_dir / "round_001/eval/DONE").exists()
 
 
-def test_judge_server_dies_midway_and_resume_reasks_nothing(tiny_model, tmp_path):
+def test_judge_server_dies_midway_and_resume_reasks_nothing(tiny_model, tmp_path, monkeypatch):
     from tests.judge_server import JudgeServer, arithmetic_oracle
 
-    run_dir = tmp_path / "run"
-    with JudgeServer(arithmetic_oracle, die_after=5) as server:
+    run_dir, key = tmp_path / "run", "sk-planted-4f9c2e7d1b8a"  # the key must never reach a file or a log
+    monkeypatch.setenv("JUDGE_TEST_KEY", key)
+    with JudgeServer(arithmetic_oracle, die_after=5, api_key=key) as server:
         judge = ["reward=judge_rationale", "judge=openai", f"judge.base_url={server.url}", "judge.model=judge-test",
-                 "judge.api_key_env=null", "judge.max_retries=1", "judge.backoff=0.01", "judge.max_concurrency=2",
+                 "judge.api_key_env=JUDGE_TEST_KEY", "judge.max_retries=1", "judge.backoff=0.01", "judge.max_concurrency=2",
                  f"judge.cache={tmp_path / 'judge.sqlite'}"]
         out = subprocess.run(cli(run_dir, tiny_model, *judge), capture_output=True, text=True, timeout=600)
         assert out.returncode == 4, out.stderr[-3000:]
@@ -158,3 +159,6 @@ def test_judge_server_dies_midway_and_resume_reasks_nothing(tiny_model, tmp_path
     stats = json.loads((run_dir / "round_001/improve/stats.json").read_text())
     assert stats["reward_terms"]["judge"]["usage"]["cached"] >= 5
     assert (run_dir / "round_001/eval/DONE").exists()
+    files = [p for p in [*run_dir.rglob("*"), tmp_path / "judge.sqlite"] if p.is_file()]
+    assert len(files) > 20 and not [p for p in files if key.encode() in p.read_bytes()]
+    assert key not in log + out.stdout + out.stderr
