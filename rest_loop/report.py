@@ -14,8 +14,16 @@ from rest_loop.manifest import Manifest, stage_name, step_of
 from rest_loop.store import atomic_write_text
 
 
-def _fmt(x, spec=".3f") -> str:
-    return "-" if x is None else format(x, spec)
+def fmt(x, spec=".3f") -> str:
+    """A cell: "-" for a missing value, text as it is ("s"), a number in `spec`."""
+    return "-" if x is None else str(x) if spec == "s" else format(x, spec)
+
+
+def aligned(header: list[str], cells: list[list[str]]) -> str:
+    """A plain-text table: left-aligned columns two spaces apart, a rule under the header."""
+    widths = [max(len(c) for c in col) for col in zip(header, *cells)]
+    lines = [header, ["-" * w for w in widths], *cells]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines)
 
 
 def largest_k(pass_at: dict | None) -> str | None:
@@ -55,11 +63,11 @@ def round_line(entry: dict) -> str:
     last = steps[-1] if steps else 1
     ev, imp, ft = (entry.get(stage_name(name, last), {}) for name in ("eval", "improve", "finetune"))
     pass_at, k = ev.get("pass_at") or {}, largest_k(ev.get("pass_at"))
-    return (f"[round {entry['round']}] held-out {ev.get('metric', 'metric')} {_fmt(ev.get('value'))}"
-            + (f" pass@{k} {_fmt(pass_at[k])}" if k else "")
-            + f" distinct-2 {_fmt(ev.get('distinct_2'), '.2f')}"
-            f" | kept {imp.get('kept', '-')} ({_fmt(imp.get('keep_rate'), '.1%')}) mean reward {_fmt(imp.get('mean_score'))}"
-            f" | train loss {_fmt(ft.get('train_loss'))} | {_fmt(entry.get('wall_s'), '.0f')} s")
+    return (f"[round {entry['round']}] held-out {ev.get('metric', 'metric')} {fmt(ev.get('value'))}"
+            + (f" pass@{k} {fmt(pass_at[k])}" if k else "")
+            + f" distinct-2 {fmt(ev.get('distinct_2'), '.2f')}"
+            f" | kept {imp.get('kept', '-')} ({fmt(imp.get('keep_rate'), '.1%')}) mean reward {fmt(imp.get('mean_score'))}"
+            f" | train loss {fmt(ft.get('train_loss'))} | {fmt(entry.get('wall_s'), '.0f')} s")
 
 
 COLUMNS = [("round", "round", "d"), ("step", "step", "d"), ("policy", "policy", "s"), ("held-out", "held_out", ".3f"),
@@ -76,13 +84,11 @@ def table(manifest: Manifest) -> str:
     terms = list(dict.fromkeys(k for row in data for k in row if k.startswith("term:")))
     at = next(i for i, c in enumerate(columns) if c[1] == "train_reward") + 1
     columns[at:at] = [(k[5:], k, ".3f") for k in terms]
-    cells = [[_fmt(row.get(key), spec) if spec != "s" else str(row.get(key) or "-") for _, key, spec in columns]
+    cells = [[fmt(row.get(key), spec) if spec != "s" else str(row.get(key) or "-") for _, key, spec in columns]
              for row in data]
     header = [name if name != "pass@k" else f"pass@{next((r['k'] for r in data if r['k']), 'k')}"
               for name, _, _ in columns]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines = [aligned(header, cells)]
     metric = next((row["metric"] for row in data if row["metric"]), "metric")
     best = manifest.data.get("best")
     where = "-" if not best else f"{best['round']}" + (f" step {best['step']}" if multi_step else "")

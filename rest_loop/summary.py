@@ -19,7 +19,7 @@ import yaml
 
 from rest_loop import plots
 from rest_loop.manifest import Manifest
-from rest_loop.report import COLUMNS, rows, table
+from rest_loop.report import COLUMNS, fmt, aligned, rows, table
 from rest_loop.store import atomic_write_text, read_json
 from rest_loop.sweep import swept
 
@@ -93,10 +93,6 @@ def cache_line(members: list[Member]) -> str | None:
             f"{saving}{judge}")
 
 
-def fmt(x, spec: str) -> str:
-    return "-" if x is None else str(x) if spec == "s" else format(x, spec)
-
-
 def member_cells(m: Member) -> list[str]:
     """Label, status, final and best held-out value, kept in the last round, wall time."""
     data, best = m.rows, m.manifest.best() if m.manifest else None
@@ -112,12 +108,6 @@ def member_cells(m: Member) -> list[str]:
 def markdown_table(header: list[str], cells: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |"
                      for r in [header, ["---"] * len(header), *cells])
-
-
-def text_table(header: list[str], cells: list[list[str]]) -> str:
-    widths = [max(len(c) for c in col) for col in zip(header, *cells)]
-    lines = [header, ["-" * w for w in widths], *cells]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines)
 
 
 def run_table(m: Member) -> tuple[list[str], list[list[str]]]:
@@ -181,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(found[0].manifest) if found[0].manifest else f"{found[0].label}: {found[0].status}")
     else:
         header = ["member", "status", "final", "best", "kept", "wall s"]
-        print(text_table(header, [member_cells(m) for m in found]))
+        print(aligned(header, [member_cells(m) for m in found]))
         if cache := cache_line(found):
             print(cache)
         for m in found:
