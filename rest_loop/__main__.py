@@ -5,15 +5,21 @@
     rest-loop resume=runs/demo/2026-11-23_17-00-00  # continue a run; it keeps its saved config
     rest-loop -m filter.threshold=0.5,0.7,0.9     # a sweep: one run per value, under one sweep folder
 
-Exit codes: 2 a bad config, 3 the filter kept too little, 4 the judge stopped (budget spent,
-key refused, endpoint down). For 3 and 4 the message gives the resume command. A run that
-stops writes why to FAILED in its folder. In a sweep a member that stops does not stop the
+Exit codes: 2 a bad config, data file or template (the message names the key, or the file and
+row), 3 the filter kept too little, 4 the judge stopped (budget spent, key refused, endpoint
+down), 5 the disk filled up (or a quota or file-size limit was hit) while writing a file: the
+message names it; files are written whole or not at all, so nothing written before is lost.
+For 3, 4 and 5 the message gives the resume command. A run that stops writes why to FAILED in
+its folder. An unknown group option or key (`model=nope`) is Hydra's to report: it lists the
+choices and exits 1 before anything runs. In a sweep a member that stops does not stop the
 others: Hydra records it, runs the rest, and exits 1 at the end.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +33,7 @@ from rest_loop.config import ConfigError, validate
 from rest_loop.engine import close_engines
 from rest_loop.improve.backends import JudgeStopped
 from rest_loop.improve.filters import NothingKept
+from rest_loop.rundir import RunInUse, locked
 from rest_loop.store import atomic_write_text, read_json, write_json
 
 log = logging.getLogger("rest_loop")
@@ -36,6 +43,11 @@ CONF = str(Path(__file__).resolve().parent.parent / "conf")
 JUDGE_MAY_CHANGE = ("base_url", "api_key_env", "max_concurrency", "timeout", "max_retries", "backoff",
                     "max_backoff", "budget_requests", "budget_tokens")
 RESUME_MAY_CHANGE = ("loop.", "filter.", "eval.", *(f"judge.{k}" for k in JUDGE_MAY_CHANGE))
+NO_SPACE = {  # errno -> (what happened, what to do)
+    errno.ENOSPC: ("the disk is full", "free space on that disk"),
+    errno.EDQUOT: ("the disk quota is used up", "free space or raise the quota"),
+    errno.EFBIG: ("a file reached the file-size limit", "raise the limit (ulimit -f)"),
+}
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:
@@ -63,19 +75,40 @@ def run(cfg: DictConfig) -> float | None:
     from rest_loop.loop import Run  # heavy imports only once the config is known to be good
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    (run_dir / "FAILED").unlink(missing_ok=True)  # a resume starts over from the last failure
-    if cfg.resume:
-        cfg = resumed_config(cfg)
-    else:
-        OmegaConf.resolve(cfg)
-        cfg.paths.run_dir = str(run_dir)
-    typed = validate(cfg)
-    atomic_write_text(Path(typed.paths.run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
-    loop = Run(typed, cfg)
-    try:
-        return loop.run()
-    finally:
-        loop.close()
+    with locked(run_dir):  # a second resume of a run still going stops here
+        (run_dir / "FAILED").unlink(missing_ok=True)  # a resume starts over from the last failure
+        if cfg.resume:
+            cfg = resumed_config(cfg)
+        else:
+            OmegaConf.resolve(cfg)
+            cfg.paths.run_dir = str(run_dir)
+        typed = validate(cfg)
+        atomic_write_text(Path(typed.paths.run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
+        loop = Run(typed, cfg)
+        try:
+            return loop.run()
+        finally:
+            loop.close()
+
+
+def no_space(e: BaseException) -> OSError | None:
+    """The out-of-space error behind `e`, if any: a library may wrap it (instantiate, a trainer)."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def no_space_message(e: OSError, run_dir: Path) -> str:
+    where = e.filename or "a file (the writer did not say which)"
+    go_on = (f"rest-loop resume={run_dir}" if (run_dir / "config.yaml").exists()
+             else "the same command again (the run had not started)")
+    what, fix = NO_SPACE[e.errno]
+    return (f"{what} ({os.strerror(e.errno)}) while writing {where}. Nothing written so far is lost: every file "
+            f"is written whole or not at all, and finished stages are kept. To go on, {fix}, then run {go_on}. "
+            f"A new run can write elsewhere: paths.runs=<dir> for runs, REST_LOOP_CACHE=<dir> for the caches "
+            f"(models, judge replies, pools)")
 
 
 def record_failure(run_dir: Path, code: int, message: str) -> None:
@@ -91,18 +124,30 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         return run(cfg)
+    except RunInUse as e:  # the folder is another process's: write nothing there
+        log.error("%s", e)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise MemberFailed(str(e)) from None
+        sys.exit(2)
     except ConfigError as e:
-        code, message = 2, f"config error: {e}"
+        code, message = 2, f"{e.what}: {e}"
     except NothingKept as e:
         code, message = 3, str(e)
     except JudgeStopped as e:  # answers so far are cached: a resume re-asks only the rest
         code, message = 4, (f"{e}. Stopped cleanly; every answer so far is cached. To go on: rest-loop "
-                            f"resume={run_dir} (a new budget: judge.budget_requests=<n>)")
+                            f"resume={run_dir}, with the judge.* settings to change (e.g. judge.timeout=<s>, "
+                            f"a new budget: judge.budget_requests=<n>)")
     except Exception as e:
-        record_failure(run_dir, 1, f"{type(e).__name__}: {e}")
-        raise
+        if (full := no_space(e)) is None:
+            record_failure(run_dir, 1, f"{type(e).__name__}: {e}")
+            raise
+        logging.raiseExceptions = False  # the log file may not grow either: drop its errors, keep the console
+        code, message = 5, no_space_message(full, run_dir)
     log.error("%s", message)
-    record_failure(run_dir, code, message)
+    try:
+        record_failure(run_dir, code, message)
+    except OSError as e:  # a full disk may refuse FAILED too; the console has the message
+        log.warning("could not write %s: %s", run_dir / "FAILED", e)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         raise MemberFailed(message)
     sys.exit(code)

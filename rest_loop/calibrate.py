@@ -100,7 +100,7 @@ def calibrate(cfg: DictConfig) -> dict:
     if opts.samples:
         samples = read_jsonl(Path(opts.samples), Sample)
     else:
-        engine = get_engine(resolve_model(typed.model.source, typed.model.cache_dir), typed.model, typed.seed)
+        engine = get_engine(resolve_model(typed.model.source, typed.model.cache_dir, typed.model.allow_pickle), typed.model, typed.seed)
         samples = grow(engine, BASE, task.train[: opts.prompts], typed.sampler, round=0)
         write_jsonl(Path(cfg.paths.run_dir) / "samples.jsonl", samples)  # calibrate another judge on the same
     truth = [r.status == "ok" and r.score >= 0.5 for r in verifier([prompts[s.prompt_id] for s in samples], samples)]
@@ -120,7 +120,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         report = calibrate(cfg)
     except ConfigError as e:
-        log.error("config error: %s", e)
+        log.error("%s: %s", e.what, e)
         sys.exit(2)
     finally:
         close_engines()

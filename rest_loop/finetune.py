@@ -81,23 +81,24 @@ def check_method(cfg: TrainerConfig) -> None:
 
 
 def finetune(base_model: str, examples: list[KeptExample], cfg: TrainerConfig, out: Path,
-             start: str | None = None, learning_rate: float | None = None) -> dict:
+             start: str | None = None, learning_rate: float | None = None, allow_pickle: bool = False) -> dict:
     """Train on `examples` and save the adapter or model under `out`; return a summary.
 
     `start` is the previous fine-tune's output, used when cfg.init is previous (else the base model,
     with a fresh adapter for lora/qlora). `learning_rate` overrides cfg.learning_rate (the loop's
     decayed rate). train_loss is the mean over the steps this call ran (after a resume: since it).
+    Weights load from safetensors only, unless `allow_pickle` (model.allow_pickle).
     """
     check_method(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.accelerate_config:
-        return launch(base_model, examples, cfg, out, start, learning_rate)
+        return launch(base_model, examples, cfg, out, start, learning_rate, allow_pickle)
     from trl import SFTTrainer
 
     lr = cfg.learning_rate if learning_rate is None else learning_rate
     previous = start if cfg.init == "previous" and start else None
-    model, tokenizer, peft_config = load(base_model, cfg, previous)
+    model, tokenizer, peft_config = load(base_model, cfg, previous, allow_pickle)
     work = out / "trainer"
     resume = last_checkpoint(work, prune=main_process())
     resumed_step = read_json(Path(resume) / "trainer_state.json")["global_step"] if resume else 0
@@ -133,17 +134,19 @@ def finetune(base_model: str, examples: list[KeptExample], cfg: TrainerConfig, o
     }
 
 
-def load(base_model: str, cfg: TrainerConfig, previous: str | None):
+def load(base_model: str, cfg: TrainerConfig, previous: str | None, allow_pickle: bool = False):
     """The model to train, its tokenizer, and the LoRA config for TRL to apply (None: nothing to add)."""
     import torch
     from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
+    safetensors = None if allow_pickle else True  # True: a folder or hub id with only pickles fails to load
     if cfg.method == "full":
         want(previous, "config.json", cfg)
         # fp32 weights on GPU too, with bf16 autocast: bf16 weights round away AdamW steps of ~1e-5.
-        return AutoModelForCausalLM.from_pretrained(previous or base_model, dtype=torch.float32), tokenizer, None
+        return (AutoModelForCausalLM.from_pretrained(previous or base_model, dtype=torch.float32,
+                                                     use_safetensors=safetensors), tokenizer, None)
     want(previous, "adapter_config.json", cfg)
     quantization, device_map = None, None
     if cfg.method == "qlora":
@@ -154,7 +157,7 @@ def load(base_model: str, cfg: TrainerConfig, previous: str | None):
         device_map = {"": int(os.environ.get("LOCAL_RANK", 0))}  # a 4-bit model is placed at load, one GPU a process
     dtype = torch.bfloat16 if on_gpu() else torch.float32  # float32 is the fast one on CPU
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype, quantization_config=quantization,
-                                                 device_map=device_map)
+                                                 device_map=device_map, use_safetensors=safetensors)
     if quantization is not None:  # TRL does not: norms to fp32, inputs that carry gradients
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     if previous:
@@ -241,8 +244,16 @@ def save(trainer, folder: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))
     if main_process():
+        sort_target_modules(tmp / "adapter_config.json")
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
+
+
+def sort_target_modules(config: Path) -> None:
+    """PEFT writes target_modules from a set, in an order that changes with the process's hash seed:
+    sorted, equal adapters are equal files (the pool cache and the draw seeds hash them)."""
+    if config.is_file() and isinstance((settings := read_json(config)).get("target_modules"), list):
+        write_json(config, {**settings, "target_modules": sorted(settings["target_modules"])})
 
 
 def on_gpu() -> bool:
@@ -258,14 +269,15 @@ def main_process() -> bool:
 
 
 def launch(base_model: str, examples: list[KeptExample], cfg: TrainerConfig, out: Path, start: str | None,
-           learning_rate: float | None) -> dict:
+           learning_rate: float | None, allow_pickle: bool) -> dict:
     """Run this fine-tune under `accelerate launch --config_file cfg.accelerate_config` and return the
     summary the child wrote. The job files stay in `out` when it fails, to rerun it by hand."""
     job = out / "job.json"
     targets = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
     settings = {**dataclasses.asdict(cfg), "accelerate_config": None, "target_modules": targets}
     write_jsonl(out / "examples.jsonl", examples)
-    write_json(job, {"base_model": base_model, "trainer": settings, "start": start, "learning_rate": learning_rate})
+    write_json(job, {"base_model": base_model, "trainer": settings, "start": start, "learning_rate": learning_rate,
+                     "allow_pickle": allow_pickle})
     (out / "summary.json").unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg.accelerate_config),
            "--quiet", "-m", "rest_loop.finetune", str(job)]  # quiet: the child's traceback, not the launcher's
@@ -299,7 +311,7 @@ def main() -> None:
     job, out = read_json(job_file), job_file.parent
     examples = read_jsonl(out / "examples.jsonl", KeptExample)
     summary = finetune(job["base_model"], examples, TrainerConfig(**job["trainer"]), out, start=job["start"],
-                       learning_rate=job["learning_rate"])
+                       learning_rate=job["learning_rate"], allow_pickle=job["allow_pickle"])
     if main_process():
         write_json(out / "summary.json", summary)
 

@@ -1,7 +1,9 @@
 """Grow: sample n completions per training prompt from the current policy.
 
-With a pool cache (`rest_loop.pools`), a pool whose inputs were drawn before is read back
-instead of generated: the same weights, prompts, sampling parameters and engine seed.
+Each pool is drawn from a seed derived from its inputs (the weights, prompts, sampling parameters
+and engine seed), so it is the same whatever the engine drew before: alone, after a killed run's
+resume, or as a sweep's second member. With a pool cache (`rest_loop.pools`), a pool whose inputs
+were drawn before is read back instead.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import asdict
 
 from rest_loop.config import SamplerConfig
 from rest_loop.engine import Engine, Policy
-from rest_loop.pools import Pools, folder_digest
+from rest_loop.pools import Pools, folder_digest, pool_key
 from rest_loop.records import Prompt, Sample
 
 
@@ -24,9 +26,10 @@ def grow(engine: Engine, policy: Policy, prompts: list[Prompt], sampler: Sampler
          pools: Pools | None = None) -> list[Sample]:
     params = sampling_params(sampler)
     texts = [engine.chat_prompt(p.messages) for p in prompts]
+    inputs = pool_inputs(engine, policy, prompts, texts, params)
 
     def generate() -> list[Sample]:
-        completions = engine.generate(texts, params, policy)
+        completions = engine.generate(texts, params, policy, seed=int(pool_key(inputs)[:8], 16))
         return [
             Sample(round=round, prompt_id=p.id, sample_idx=i, text=c.text, num_tokens=len(c.token_ids),
                    policy=policy.name, seed=engine.seed, sampling=params, finish_reason=c.finish_reason)
@@ -36,7 +39,7 @@ def grow(engine: Engine, policy: Policy, prompts: list[Prompt], sampler: Sampler
 
     if pools is None:
         return generate()
-    return pools.fetch(pool_inputs(engine, policy, prompts, texts, params), generate, round, policy.name)
+    return pools.fetch(inputs, generate, round, policy.name)
 
 
 def pool_inputs(engine: Engine, policy: Policy, prompts: list[Prompt], texts: list[str], params: dict) -> dict:

@@ -56,7 +56,7 @@ class Run:
         self.eval_reward = Reward.from_config(raw.eval.reward) if raw.eval.reward else None
         self.prompts: dict[str, Prompt] = {p.id: p for p in self.task.train + self.task.heldout}
         check_references(self.reward, self.task)
-        self.base_model = resolve_model(cfg.model.source, cfg.model.cache_dir)
+        self.base_model = resolve_model(cfg.model.source, cfg.model.cache_dir, cfg.model.allow_pickle)
         self.manifest.note(task=self.task.describe(), reward=self.reward.version, base_model=self.base_model)
         self.pools = Pools(cfg.paths.pools, owner=str(self.dir)) if cfg.paths.pools else None
         self._engine: Engine | None = None  # the base model's engine: base and LoRA policies, local judges
@@ -123,7 +123,7 @@ class Run:
                          **diversity([s.text for s in samples]))
         else:
             log.info("round %d: grow already done, reusing %s", r, stage / "samples.jsonl")
-        self.manifest.stage_done(r, "grow", read_json(stage / "DONE"))
+        self.manifest.stage_done(r, "grow", stage.info)
         return read_jsonl(stage / "samples.jsonl", Sample)
 
     def improve(self, r: int, step: int, samples: list[Sample]) -> list[KeptExample]:
@@ -192,10 +192,10 @@ class Run:
                      cfg.method, cfg.init, len(kept), len(examples) - len(kept))
             self.engine_sleeps()
             summary = finetune(self.base_model, examples, cfg, stage.path, start=start,
-                               learning_rate=cfg.learning_rate_at(k))
+                               learning_rate=cfg.learning_rate_at(k), allow_pickle=self.cfg.model.allow_pickle)
             stage.finish(**summary, kept=len(kept), original=len(examples) - len(kept))
-        self.manifest.stage_done(r, stage.path.name, read_json(stage / "DONE"))
-        output = read_json(stage / "DONE")["output"]
+        self.manifest.stage_done(r, stage.path.name, stage.info)
+        output = stage.info["output"]
         policy = (Policy(name, model=output) if cfg.method == "full" else Policy(name, output, adapter_id(output)))
         self.tuned_at[name] = (r, stage.path.name)
         return policy

@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rest_loop.config import ConfigError, source_problem
+
 log = logging.getLogger(__name__)
 
 EMBEDDED = {
@@ -26,19 +28,17 @@ EMBEDDED = {
 }
 
 
-def resolve_model(ref: str, cache_dir: str | Path) -> str:
-    """Return a path or hub id that ``from_pretrained`` and ``vllm.LLM`` accept."""
+def resolve_model(ref: str, cache_dir: str | Path, allow_pickle: bool = False) -> str:
+    """Return a path or hub id that ``from_pretrained`` and ``vllm.LLM`` accept.
+
+    A local folder must hold its weights as safetensors unless `allow_pickle`: a pickle
+    (pytorch_model.bin, *.pt) can run code when it is loaded."""
+    if problem := source_problem(ref, allow_pickle):
+        raise ConfigError(f"model.source={ref!r}: {problem}")
     if ref.startswith("embedded:"):
         return str(embedded_model(ref.removeprefix("embedded:"), Path(cache_dir)))
-    if ref.startswith((".", "/", "~")) or Path(ref).expanduser().exists():
-        path = Path(ref).expanduser().resolve()
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"model.source={ref!r}: no HF model folder (config.json) at {path}")
-        return str(path)
-    if ref.count("/") != 1:
-        raise ValueError(
-            f"model.source={ref!r} is neither 'embedded:<name>', an existing folder, nor a hub id 'org/name'"
-        )
+    if Path(ref).expanduser().is_dir():
+        return str(Path(ref).expanduser().resolve())
     return ref  # a hub id: vLLM and transformers fetch it themselves
 
 

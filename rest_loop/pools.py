@@ -45,8 +45,10 @@ NOT_WEIGHTS = {"training_args.bin", "README.md"}
 
 def folder_digest(path: str | Path) -> str:
     """A hash of a model or adapter folder's files (names and contents), less hidden files, checkpoints
-    and the trainer's notes about its run."""
+    and the trainer's notes about its run; of the name alone for a hub id."""
     root, h = Path(path), hashlib.sha256()
+    if not root.exists():  # a hub id: vLLM and transformers fetch it, by name
+        return hashlib.sha256(f"hub:{path}".encode()).hexdigest()
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in NOT_WEIGHTS and not any(
         part.startswith(".") or part.startswith("checkpoint-") for part in p.relative_to(root).parts))
     if not files:

@@ -7,7 +7,9 @@ A stage's DONE marker is written last; a stage with DONE is never redone.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rest_loop.records import from_dict, to_dict
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -27,8 +31,10 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:  # write() names no file
+            e.filename = str(path)
         raise
 
 
@@ -67,17 +73,41 @@ def sweep_temporaries(root: Path) -> int:
 
 
 class Stage:
-    """A stage folder, e.g. round_001/grow, finished once its DONE marker exists."""
+    """A stage folder, e.g. round_001/grow, finished once its DONE marker exists.
+
+    DONE also records a checksum of each record file of the stage (its *.json and *.jsonl). A stage
+    whose records no longer match (cut short or changed after it finished) is not trusted: it is
+    done again, with a warning that names the file."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
 
     @property
     def done(self) -> bool:
-        return (self.path / "DONE").exists()
+        if not (self.path / "DONE").exists():
+            return False
+        recorded = read_json(self.path / "DONE").get("files", {})
+        now = checksums(self.path)
+        for name, digest in recorded.items():
+            if now.get(name) != digest:
+                log.warning("%s does not match what its DONE recorded (cut short or changed after the stage "
+                            "finished): doing %s again", self.path / name, self.path)
+                (self.path / "DONE").unlink()
+                return False
+        return True
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the stage recorded when it finished (its checksums left out)."""
+        return {k: v for k, v in read_json(self.path / "DONE").items() if k != "files"}
 
     def finish(self, **info: Any) -> None:
-        write_json(self.path / "DONE", info)
+        write_json(self.path / "DONE", {**info, "files": checksums(self.path)})
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).glob("*.json*"))
+            if p.suffix in (".json", ".jsonl") and p.is_file()}

@@ -14,9 +14,13 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from rest_loop.config import ConfigError
 
-class TemplateError(ValueError):
-    pass
+
+class TemplateError(ConfigError):
+    """A template is missing, does not parse, or uses a variable it is not given."""
+
+    what = "template error"
 
 
 @lru_cache(maxsize=None)
@@ -36,7 +40,9 @@ class Template:
         self.root, self.name = str(Path(root).expanduser()), name
         path = Path(self.root) / name
         if not path.is_file():
-            raise TemplateError(f"template {name!r} not found under {self.root}")
+            near = sorted(p.name for p in path.parent.glob("*.j2")) if path.parent.is_dir() else []
+            there = f"; {path.parent} has {', '.join(near)}" if near else ""
+            raise TemplateError(f"template {name!r} not found under {self.root} (paths.prompts){there}")
         try:
             self._template = _environment(self.root).get_template(name)
         except jinja2.TemplateSyntaxError as e:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
 import pytest
 
+from rest_loop.config import ConfigError
 from rest_loop.models import resolve_model
 from rest_loop.records import KeptExample, Sample
 from rest_loop.store import Stage, atomic_write_text, read_jsonl, write_jsonl
@@ -34,11 +36,39 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temporary file left behind
 
 
+def test_a_full_disk_leaves_the_old_file_and_names_the_new_one(tmp_path, monkeypatch):
+    path = tmp_path / "f.json"
+    atomic_write_text(path, "old")
+
+    def onto_dev_full(fd, *args, **kw):  # the temporary file's bytes go to /dev/full: a real ENOSPC
+        os.close(fd)
+        return open("/dev/full", *args, **kw)
+
+    monkeypatch.setattr(os, "fdopen", onto_dev_full)
+    with pytest.raises(OSError) as raised:
+        atomic_write_text(path, "new" * 10_000)
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, str(path))  # what the CLI reports
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
 def test_stage_done_marker(tmp_path):
     stage = Stage(tmp_path / "round_001" / "grow")
     assert not stage.done
-    stage.finish(samples=3)
-    assert stage.done and json.loads((stage / "DONE").read_text()) == {"samples": 3}
+    write_jsonl(stage / "samples.jsonl", [{"text": "a"}, {"text": "b"}])
+    stage.finish(samples=2)
+    assert stage.done and stage.info == {"samples": 2}
+
+
+def test_a_finished_stage_whose_records_were_cut_short_is_done_again(tmp_path, caplog):
+    stage = Stage(tmp_path / "round_001" / "grow")
+    write_jsonl(stage / "samples.jsonl", [{"text": "a"}, {"text": "b"}])
+    stage.finish(samples=2)
+    records = stage / "samples.jsonl"
+    records.write_bytes(records.read_bytes()[:-5])  # e.g. a copy cut short, or a disk that lost a block
+    assert not stage.done and not (stage / "DONE").exists()
+    assert f"{records} does not match what its DONE recorded (cut short or changed after the stage finished)" \
+        in caplog.text
 
 
 def test_template_is_sandboxed_and_strict(tmp_path):
@@ -74,10 +104,16 @@ def test_arithmetic_task_rejects_too_many_problems(prompts_dir):
 
 
 def test_resolve_model_errors_name_the_field(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"model.source=.*no HF model folder"):
+    with pytest.raises(ConfigError, match=r"model.source=.*has no config.json"):
         resolve_model(str(tmp_path), tmp_path)
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(ConfigError, match="neither"):
         resolve_model("not-a-model", tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"a pickle")
+    with pytest.raises(ConfigError, match=r"no safetensors weights \(pickles: pytorch_model.bin\). A pickle can run"
+                                          r" code when loaded: convert it to safetensors, or set model.allow_pickle"):
+        resolve_model(str(tmp_path), tmp_path)
+    assert resolve_model(str(tmp_path), tmp_path, allow_pickle=True) == str(tmp_path.resolve())
     assert resolve_model("Qwen/Qwen2.5-0.5B-Instruct", tmp_path) == "Qwen/Qwen2.5-0.5B-Instruct"
 
 

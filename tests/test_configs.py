@@ -73,7 +73,12 @@ def test_defaults_are_the_embedded_model_and_rest_em():
     ("sampler.n=-1", "sampler.n=-1: must be >= 1"),
     ("filter.threshold=1.5", "filter.threshold=1.5: must be in [0, 1]"),
     ("trainer.init=sideways", "trainer.init='sideways': must be 'base' or 'previous'"),
-    ("sampler.n=lots", "sampler.n"),
+    ("sampler.n=lots", "sampler.n='lots': must be a whole number"),
+    ("sampler.n=2.5", "sampler.n=2.5: must be a whole number"),
+    ("filter.threshold=high", "filter.threshold='high': must be a number"),
+    ("filter.top_k=some", "filter.top_k='some': must be a whole number or null"),
+    ("trainer.packing=maybe", "trainer.packing='maybe': must be true or false"),
+    ("filter.stages=ok", "filter.stages='ok': must be a list"),
     ("loop.rounds=-2", "loop.rounds=-2: must be >= 0"),
     ("filter.min_keep=0", "filter.min_keep=0: must be >= 1"),
     ("trainer.method=sgd", "trainer.method='sgd': must be one of lora, qlora, full"),
@@ -85,6 +90,14 @@ def test_defaults_are_the_embedded_model_and_rest_em():
                                          "(loop.improve_steps=1)"),
     ("eval.pass_k=-1", "eval.pass_k=-1: must be >= 0"),
     ("model.tensor_parallel_size=0", "model.tensor_parallel_size=0: must be >= 1"),
+    ("model.source=/no/such/dir", "model.source='/no/such/dir': no such folder; give a local Hugging Face model "
+                                  "folder (with config.json), a hub id such as Qwen/Qwen2.5-0.5B-Instruct, or "
+                                  "embedded:smollm2-135m-instruct"),
+    ("model.source=embedded:smollm3", "model.source='embedded:smollm3': no embedded model 'smollm3' (known: "
+                                      "smollm2-135m-instruct)"),
+    ("model.source=gpt2", "model.source='gpt2': neither embedded:<name>, an existing folder, nor a hub id org/name"),
+    (f"model.source={CONF}", f"model.source={CONF!r}: {CONF} has no config.json, so it is no Hugging Face model "
+                             f"folder"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

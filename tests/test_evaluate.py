@@ -22,7 +22,7 @@ class CannedEngine:
     mean_tokens is checkable. Every call's params are kept, to check what was asked for.
     """
 
-    seed = 0
+    seed, path, identity = 0, "canned/model", {}
 
     def __init__(self, texts_per_prompt):
         self.texts = [[t] if isinstance(t, str) else t for t in texts_per_prompt]
@@ -31,7 +31,7 @@ class CannedEngine:
     def chat_prompt(self, messages):
         return messages[-1]["content"]
 
-    def generate(self, prompts, params, policy):
+    def generate(self, prompts, params, policy, seed=None):
         assert len(prompts) == len(self.texts)
         self.calls.append(params)
         return [[Completion(t, list(range(len(t.split()))), "stop") for t in ts[:params["n"]]] for ts in self.texts]

@@ -2,14 +2,18 @@
 
 The server (tests/judge_server.py) grades by the reference, so scores can be checked,
 and injects faults: 500, 429, timeouts, malformed JSON, unparsable answers, a refused
-key, a server that dies midway. No vLLM here: these run in seconds.
+key, a server that dies midway, a dropped connection; alone and in bursts. No vLLM here:
+these run in seconds.
 """
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from rest_loop.improve.backends import JudgeStopped, OpenAIBackend
+from rest_loop.improve.cache import ReplyCache
 from rest_loop.improve.judge import PointwiseJudge, RationaleJudge
 from rest_loop.improve.ranking import RankingJudge
 from rest_loop.improve.rewards import Reward
@@ -210,3 +214,73 @@ def test_the_key_comes_from_the_environment_only(tmp_path, monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY", raising=False)
     with pytest.raises(ValueError, match="judge.api_key_env='NO_SUCH_KEY'"):
         OpenAIBackend(model="m", base_url="http://127.0.0.1:1/v1", api_key_env="NO_SUCH_KEY")
+
+
+# Faults in bursts (issue 8): the judge either ends with every judgement ok, or stops with JudgeStopped
+# and a message saying what to change; no score is ever made up, and the cache holds only real answers.
+
+
+def scored_by_the_judge(results) -> bool:
+    """Every judgement ok, and right (even samples) above wrong (odd ones), as the oracle grades."""
+    return (all(r.status == "ok" for r in results) and all(r.score > 0.8 for r in results[0::2])
+            and all(r.score < 0.3 for r in results[1::2]))
+
+
+def test_a_burst_of_429s_and_5xx_is_ridden_out(server, tmp_path, prompts_dir):
+    server.push_faults(*["429"] * 6, *["500"] * 4)  # hits whichever requests are in flight, several at once
+    ps, ss = samples_for(PROMPTS[:2])
+    b = backend(server, tmp_path, max_concurrency=4, max_retries=10)
+    assert scored_by_the_judge(pointwise(prompts_dir, b)(ps, ss))
+    assert (b.usage.retries, b.usage.errors, len(server.answered)) == (10, 0, 8)
+
+
+@pytest.mark.parametrize("fault,fix", [
+    ("429", "HTTP 429: Error code: 429 - injected rate limit (after 2 retries); the endpoint keeps refusing with 429: lower "
+            "judge.max_concurrency or raise judge.backoff"),
+    ("500", "HTTP 500: Error code: 500 - injected server error (after 2 retries); the endpoint keeps failing: check the server, "
+            "or wait longer with judge.max_retries"),
+])
+def test_a_burst_longer_than_the_retries_stops_with_what_to_change(server, tmp_path, prompts_dir, fault, fix):
+    server.push_faults(fault, fault, fault)  # the first request and both its retries
+    ps, ss = samples_for(PROMPTS[:1])
+    reward = Reward("r", {"judge": (pointwise(prompts_dir, backend(server, tmp_path, max_concurrency=1,
+                                                                    max_retries=2)), 1.0)})
+    with pytest.raises(JudgeStopped, match=re.escape(f"judge judge-test at {server.url}: {fix}")):
+        reward({p.id: p for p in ps}, ss)  # no judgements at all, so none with a made-up score
+    assert not server.answered and len(ReplyCache(tmp_path / "judge.sqlite")) == 0
+    assert scored_by_the_judge(pointwise(prompts_dir, backend(server, tmp_path))(ps, ss))  # the resume
+
+
+def test_a_slow_reply_within_the_timeout_is_waited_for(tmp_path, prompts_dir):
+    with JudgeServer(arithmetic_oracle, faults=["timeout"] * 2, timeout_sleep=0.3) as server:
+        ps, ss = samples_for(PROMPTS[:1], per_prompt=2)
+        b = backend(server, tmp_path, timeout=5.0)
+        assert scored_by_the_judge(pointwise(prompts_dir, b)(ps, ss))
+        assert (b.usage.retries, len(server.requests)) == (0, 2)
+
+
+def test_replies_slower_than_the_timeout_stop_with_what_to_change(tmp_path, prompts_dir):
+    with JudgeServer(arithmetic_oracle, faults=["timeout"] * 2, timeout_sleep=5.0) as server:
+        ps, ss = samples_for(PROMPTS[:1], per_prompt=1)
+        b = backend(server, tmp_path, timeout=0.3, max_retries=1, max_concurrency=1)
+        message = "(after 1 retries); no answer within judge.timeout=0.3 s: raise judge.timeout or lower"
+        with pytest.raises(JudgeStopped, match=re.escape(message)):
+            pointwise(prompts_dir, b)(ps, ss)
+        assert len(server.requests) == 2 and b.usage.answered == 0 and len(b.cache) == 0
+        assert scored_by_the_judge(pointwise(prompts_dir, backend(server, tmp_path, timeout=5.0))(ps, ss))
+
+
+def test_a_dropped_connection_is_retried(tmp_path, prompts_dir):
+    drops = [1, 2]  # the first two requests: the server closes the connection without a reply
+
+    def flaky(body):
+        if drops:
+            drops.pop()
+            raise ConnectionAbortedError("dropped on purpose")  # the handler dies; the socket is closed
+        return arithmetic_oracle(body)
+
+    with JudgeServer(flaky) as server:
+        ps, ss = samples_for(PROMPTS[:1], per_prompt=2)
+        b = backend(server, tmp_path, max_concurrency=1)
+        assert scored_by_the_judge(pointwise(prompts_dir, b)(ps, ss))
+        assert (b.usage.retries, len(server.requests), len(server.answered)) == (2, 4, 2)

@@ -98,5 +98,7 @@ def test_a_folder_digest_follows_content_not_place(tmp_path):
     assert folder_digest(a) == folder_digest(b)
     (b / "adapter_model.safetensors").write_bytes(b"weightz")
     assert folder_digest(a) != folder_digest(b)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no files"):
         folder_digest(tmp_path / "empty")
+    assert folder_digest("Qwen/Qwen2.5-0.5B-Instruct") != folder_digest("Qwen/Qwen2.5-1.5B-Instruct")  # hub ids

@@ -114,7 +114,7 @@ class LocalBackend:
     def send(self, requests: list[Request], on_reply: Callable[[int, Reply], None]) -> None:
         from rest_loop.models import resolve_model
 
-        engine = get_engine(resolve_model(self.model.source, self.model.cache_dir), self.model, self.seed)
+        engine = get_engine(resolve_model(self.model.source, self.model.cache_dir, self.model.allow_pickle), self.model, self.seed)
         with tqdm(total=len(requests), desc="judge (local vLLM)", unit="req") as bar:
             for start in range(0, len(requests), self.chunk):
                 batch = requests[start:start + self.chunk]
@@ -169,6 +169,16 @@ class OpenAIBackend:
 
     TRANSIENT = ("APITimeoutError", "APIConnectionError", "RateLimitError", "InternalServerError")
     FATAL = ("AuthenticationError", "PermissionDeniedError", "NotFoundError")  # no retry will help
+    FIX = {  # what to change when that error stopped the judge
+        "APITimeoutError": "no answer within judge.timeout={timeout:g} s: raise judge.timeout or lower "
+                           "judge.max_concurrency",
+        "APIConnectionError": "nothing answers at judge.base_url={base_url}: start the server or fix the URL",
+        "RateLimitError": "the endpoint keeps refusing with 429: lower judge.max_concurrency or raise judge.backoff",
+        "InternalServerError": "the endpoint keeps failing: check the server, or wait longer with judge.max_retries",
+        "AuthenticationError": "the key was refused: check the environment variable judge.api_key_env={api_key_env}",
+        "PermissionDeniedError": "the key may not use this model: check judge.model={model} and the key",
+        "NotFoundError": "no such model or route: check judge.model={model} and judge.base_url={base_url}",
+    }
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
                  max_concurrency: int = 8, timeout: float = 60.0, max_retries: int = 5, backoff: float = 1.0,
@@ -186,7 +196,8 @@ class OpenAIBackend:
                                  f"(set it, or set judge.api_key_env=null for a server without a key)")
         self.client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
         self.model, self.base_url = model, base_url
-        self.max_concurrency, self.max_retries = max_concurrency, max_retries
+        self.max_concurrency, self.max_retries, self.timeout = max_concurrency, max_retries, timeout
+        self.api_key_env = api_key_env
         self.backoff, self.max_backoff = backoff, max_backoff
         self.budget = _Budget(budget_requests, budget_tokens)
         self.identity = {"backend": "openai", "model": model}  # not the URL: the same model elsewhere answers alike
@@ -244,7 +255,7 @@ class OpenAIBackend:
                         self.usage.completion_tokens += response.usage.completion_tokens or 0
                 return reply
             if name in self.FATAL:
-                self._stop = why
+                self._stop = f"{why}; {self.fix(name)}"
                 return None
             transient = name in self.TRANSIENT or name == "malformed"
             if not transient or attempt == self.max_retries:
@@ -253,11 +264,15 @@ class OpenAIBackend:
             log.debug("judge request failed (%s); retry %d in %.2f s", why, attempt + 1, delay)
             time.sleep(delay * (0.5 + random.random() / 2) if retry_after is None else delay)
         if name in self.TRANSIENT:  # still unreachable or overloaded after every retry: stop, resume later
-            self._stop = f"{why} (after {self.max_retries} retries)"
+            self._stop = f"{why} (after {self.max_retries} retries); {self.fix(name)}"
             return None
         with self.budget.lock:
             self.usage.errors += 1
         return Reply(error=why)
+
+    def fix(self, name: str) -> str:
+        return self.FIX[name].format(timeout=self.timeout, base_url=self.base_url, api_key_env=self.api_key_env,
+                                     model=self.model)
 
 
 def parse_response(response) -> Reply:

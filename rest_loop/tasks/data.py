@@ -20,11 +20,13 @@ Tasks check their columns with `require_fields`, which names the file and row.
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 from pathlib import Path
 from typing import Any, Iterable
 
-from rest_loop.config import ConfigError
+from rest_loop.config import ConfigError, DataError
 from rest_loop.records import Prompt
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}  # suffix -> datasets builder
@@ -44,10 +46,20 @@ def load_rows(source: str, split: str | None = None, *, name: str | None = None,
         builder = FORMATS.get("".join(path.suffixes[-1:]).lower())
         if builder is None:
             raise ConfigError(f"{key}={source!r}: unknown file type; use one of {sorted(FORMATS)}")
+        chatty = logging.getLogger(f"datasets.packaged_modules.{builder}.{builder}")  # logs a failure, then raises
+        level = chatty.level
+        chatty.setLevel(logging.CRITICAL)  # ... it: our message below says it better, with the line
         try:
             data = datasets.load_dataset(builder, data_files=str(path), split="train", **kw)
-        except datasets.exceptions.DatasetGenerationError as e:  # its own message is only "an error occurred"
-            raise ValueError(f"{key}={source!r}: could not read it as {builder}: {e.__cause__ or e}") from e
+        except (datasets.exceptions.DatasetGenerationError, ValueError) as e:  # its own: "an error occurred"
+            if isinstance(e.__cause__, OSError):  # writing its Arrow cache failed (a full disk): not the file's fault
+                raise
+            where = json_problem(path) if builder == "json" else None
+            why = f"{where}. Fix that line" if where else f"{e.__cause__ or e}"
+            raise DataError(f"{key}={source!r}: could not read it as {builder}: {why}, or point {key} at "
+                            f"another file") from e
+        finally:
+            chatty.setLevel(level)
         return data.to_list()
     if path.is_dir() and any((path / m).is_file() for m in SAVED_MARKERS):
         return one_split(datasets.load_from_disk(str(path)), split, source, key).to_list()
@@ -65,6 +77,32 @@ def load_rows(source: str, split: str | None = None, *, name: str | None = None,
     except ValueError as e:  # an unknown split or config name: datasets lists the known ones
         raise ConfigError(f"{key}={source!r} (split={split!r}, name={name!r}): {e}") from None
     return one_split(data, split, source, key).to_list()
+
+
+def json_problem(path: Path) -> str | None:
+    """Where a .json/.jsonl file stops being rows of JSON objects, as `line N, column C: why: <line>`.
+    `datasets` says only "Expected object or value at position 25", or nothing at all."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        json.loads(text)
+        return None  # one JSON document: an array of rows
+    except json.JSONDecodeError as e:
+        if text.lstrip().startswith("["):
+            return f"line {e.lineno}, column {e.colno}: {e.msg} (the file is one JSON array)"
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            return f"line {n}, column {e.colno}: {e.msg}: {clip(line)} (each line of JSON Lines is one object)"
+        if not isinstance(row, dict):
+            return f"line {n}: a row must be a JSON object {{...}}, not {type(row).__name__}: {clip(line)}"
+    return None
+
+
+def clip(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def one_split(data, split: str | None, source: str, key: str):
@@ -88,7 +126,7 @@ def is_single_file(source: str) -> bool:
 
 
 def require_fields(rows: Iterable[dict[str, Any]], fields: Iterable[str], source: str) -> None:
-    """Raise ValueError naming the source, the 1-based row and the field of the first row that lacks one.
+    """Raise DataError naming the source, the 1-based row and the field of the first row that lacks one.
 
     A field is missing when absent or None: `datasets` fills a key that only
     some JSON lines have with None in the others, so absent becomes None.
@@ -98,7 +136,8 @@ def require_fields(rows: Iterable[dict[str, Any]], fields: Iterable[str], source
         for f in fields:
             if row.get(f) is None:
                 present = sorted(k for k, v in row.items() if v is not None)
-                raise ValueError(f"{source}: row {i}: missing field {f!r} (it has {present})")
+                raise DataError(f"{source}: row {i}: missing field {f!r} (it has {present}); add it to that "
+                                f"row, or drop the row")
 
 
 # Picking rows: shared by every file-backed task, so all split the same way.

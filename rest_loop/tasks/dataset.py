@@ -99,7 +99,8 @@ class DatasetTask(Task):
                     id=f"{id_prefix}{ex.index}", input=ex.input, reference=ex.reference, target=ex.target,
                     context=ex.context, system=ex.system, columns={**self.variables, **columns(rows[ex.index])}))
             except TemplateError as e:  # names the template file and the variable; `bad` adds the row
-                bad.add(ex.index, e)
+                bad.add(ex.index, f"{e}. Give it in the row or in task.variables (the same for every row), or "
+                                  f"make it optional in the template with | default('')")
         bad.done(len(rows), len(prompts))
         self.skipped += len(bad.rows)
         return prompts

@@ -12,7 +12,7 @@ after it is the target. Values that are JSON written as a string (a CSV column,
 or a `conversations` someone json.dumps'd) are parsed. Columns the format does not
 use are ignored here; DatasetTask still offers them to the template.
 
-A row that does not fit raises ValueError naming the file and the 1-based row
+A row that does not fit raises DataError naming the file and the 1-based row
 (on_bad_row="error"), or is dropped and counted in one warning (on_bad_row="skip").
 
     >>> fmt, [ex] = read([{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}],
@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from rest_loop.config import ConfigError
+from rest_loop.config import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +61,23 @@ class BadRows:
 
     def __init__(self, source: str, on_bad_row: str = "error", key: str = "task.on_bad_row"):
         check_on_bad_row(on_bad_row, key)
-        self.source, self.on_bad_row = source, on_bad_row
+        self.source, self.on_bad_row, self.key = source, on_bad_row, key
         self.rows: list[int] = []  # 1-based, like the error messages
         self.first = ""
 
     def add(self, index: int, why: Exception | str) -> None:
         if self.on_bad_row == "error":
-            raise ValueError(f"{self.source}: row {index + 1}: {why}") from None
+            raise DataError(f"{self.source}: row {index + 1}: {why}. Fix the row, or drop the rows that do not "
+                            f"fit with {self.key}=skip") from None
         self.rows.append(index + 1)
         self.first = self.first or str(why)
 
     def done(self, total: int, kept: int) -> None:
         """Warn once about the skipped rows; raise when no row is left, since an empty task is no task."""
         if total == 0:
-            raise ValueError(f"{self.source}: has no rows")
+            raise DataError(f"{self.source}: has no rows")
         if kept == 0:
-            raise ValueError(f"{self.source}: none of its {total} rows can be used; row {self.rows[0]}: {self.first}")
+            raise DataError(f"{self.source}: none of its {total} rows can be used; row {self.rows[0]}: {self.first}")
         if self.rows:
             shown = ", ".join(map(str, self.rows[:SHOW_ROWS])) + (", ..." if len(self.rows) > SHOW_ROWS else "")
             log.warning("%s: skipped %d of %d rows (on_bad_row=skip): rows %s; row %d: %s",
