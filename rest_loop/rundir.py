@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Iterator
 
 
-
 class RunInUse(RuntimeError):
     """Another process works in this run folder: this one must not touch it, not even to record why it stops."""
 
@@ -54,7 +53,7 @@ def locked(run_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             raise RunInUse(f"{run_dir} is in use by another rest-loop process (pid {f.read().strip() or '?'}); "
-                              "wait for it to finish, or stop it, before resuming this run") from None
+                           "wait for it to finish, or stop it, before resuming this run") from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
