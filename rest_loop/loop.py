@@ -196,8 +196,9 @@ class Run:
             summary = finetune(self.base_model, examples, cfg, stage.path, start=start,
                                learning_rate=cfg.learning_rate_at(k), allow_pickle=self.cfg.model.allow_pickle)
             stage.finish(**summary, kept=len(kept), original=len(examples) - len(kept))
-        self.manifest.stage_done(r, stage.path.name, stage.info)
-        output = stage.info["output"]
+        info = stage.info
+        self.manifest.stage_done(r, stage.path.name, info)
+        output = info["output"]
         policy = (Policy(name, model=output) if cfg.method == "full" else Policy(name, output, adapter_id(output)))
         self.tuned_at[name] = (r, stage.path.name)
         return policy
