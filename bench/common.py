@@ -53,11 +53,17 @@ def yaml(path: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
+BLOCK_SIZE: list[int | None] = [None]  # what --block-size asks for; None: the config's
+
+
 def model_config():
-    """conf/model/smollm2_135m.yaml as a ModelConfig (its explicit 3 GiB KV cache, max_model_len)."""
+    """conf/model/smollm2_135m.yaml as a ModelConfig (its explicit 3 GiB KV cache, max_model_len),
+    with the KV block size of --block-size where a script was given one."""
     from rest_loop.config import ModelConfig
 
     spec = {k: v for k, v in yaml(CONF / "model" / "smollm2_135m.yaml").items() if k != "cache_dir"}
+    if BLOCK_SIZE[0]:
+        spec["block_size"] = BLOCK_SIZE[0]
     return ModelConfig(**{**spec, "source": model_path(), "cache_dir": str(MODEL_CACHE)})
 
 
@@ -90,28 +96,6 @@ def engine():
     from rest_loop.engine import get_engine
 
     return get_engine(model_path(), model_config(), seed=0)
-
-
-def force_block_size(size: int | None) -> None:
-    """What-if: make every vLLM engine built from now on use this KV block size. Our Engine has no
-    such setting; vLLM-CPU's default is 128, longer than the demo's prompts, so the prefix cache can
-    share none of them. Call before the engine is built (Engine imports vllm.LLM when it starts)."""
-    if not size:
-        return
-    import vllm
-
-    original = vllm.LLM
-
-    class LLM(original):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **{**kwargs, "block_size": size})
-
-    vllm.LLM = LLM
-
-
-def block_size(eng) -> int:
-    """vLLM's KV block size: the prefix cache shares whole blocks only (128 on CPU)."""
-    return eng.llm.llm_engine.vllm_config.cache_config.block_size
 
 
 # --- timing -------------------------------------------------------------------------------------------

@@ -171,13 +171,14 @@ def main() -> None:
     p.add_argument("--hf-batch", type=int, default=4, help="prompts per transformers batch (x n sequences)")
     p.add_argument("--nway-prompts", type=int, default=8, help="prompts for the n>1 vs n x (n=1) comparison")
     p.add_argument("--n", type=int, default=None, help="samples per prompt (default: the demo's)")
-    p.add_argument("--block-size", type=int, help="what-if: vLLM KV block size (default: vLLM's, 128 on CPU)")
+    p.add_argument("--block-size", type=int,
+                   help="what-if: model.block_size, vLLM's KV block (default: the config's, 32 on CPU)")
     args = p.parse_args()
     if args.quick:
         args.prompts, args.hf_prompts, args.hf_batch, args.nway_prompts = 6, 2, 2, 4
     reps = args.reps or 2
     common.quiet()
-    common.force_block_size(args.block_size)
+    common.BLOCK_SIZE[0] = args.block_size
 
     sampler = common.demo_sampler(**({"n": args.n} if args.n else {}))
     prompts = common.arithmetic_prompts(max(args.prompts, args.hf_prompts, args.nway_prompts))
@@ -186,7 +187,7 @@ def main() -> None:
     lens = [len(eng.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     hf = HFGenerate(common.model_path(), sampler, args.hf_batch)
     print(f"grow: {args.prompts} prompts x n={sampler.n}, T={sampler.temperature}, max_tokens={sampler.max_tokens}; "
-          f"prompt {min(lens)}-{max(lens)} tokens, KV block {common.block_size(eng)}; {reps} reps alternated",
+          f"prompt {min(lens)}-{max(lens)} tokens, KV block {eng.block_size}; {reps} reps alternated",
           flush=True)
 
     g = vs_peers(eng, prompts[:args.prompts], texts[:args.prompts], sampler, hf, args.hf_prompts, reps)
@@ -215,7 +216,7 @@ def main() -> None:
         "runs": {k: [round(x, 2) for x in v] for k, v in g["runs"].items()},
         "prefill": g["prefill"], "tokens": g["tokens"], "same_draw": g["same_draw"],
         "nway_tok_s": {k: round(v, 1) for k, v in w["tok_s"].items()}, "nway_prefill": w["prefill"],
-        "n": sampler.n, "reps": reps, "block_size": common.block_size(eng),
+        "n": sampler.n, "reps": reps, "block_size": eng.block_size,
         "prompt_tokens": {"min": min(lens), "max": max(lens), "mean": round(sum(lens) / len(lens), 1)},
     })
 

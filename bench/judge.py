@@ -56,14 +56,15 @@ def main() -> None:
     p = common.parser(__doc__)
     p.add_argument("--prompts", type=int, default=12, help="arithmetic prompts to grow samples for")
     p.add_argument("--n", type=int, default=2, help="samples per prompt (samples judged = prompts x n)")
-    p.add_argument("--block-size", type=int, help="what-if: vLLM KV block size (default: vLLM's, 128 on CPU)")
+    p.add_argument("--block-size", type=int,
+                   help="what-if: model.block_size, vLLM's KV block (default: the config's, 32 on CPU)")
     p.add_argument("--min-rating-mass", type=float, default=0.05, help="the one-pass judge's parse threshold")
     args = p.parse_args()
     if args.quick:
         args.prompts, args.n = 4, 2
     reps = args.reps or (1 if args.quick else 2)
     common.quiet()
-    common.force_block_size(args.block_size)
+    common.BLOCK_SIZE[0] = args.block_size
 
     from rest_loop.engine import BASE
     from rest_loop.grow import grow
@@ -79,7 +80,7 @@ def main() -> None:
     pointwise = build_judge("judge.yaml", backend, min_rating_mass=args.min_rating_mass)
     rationale = build_judge("judge_rationale.yaml", backend)
     print(f"judge: {len(samples)} samples ({args.prompts} prompts x {args.n}); rationale max_tokens="
-          f"{rationale.max_tokens}; KV block {common.block_size(eng)}; {reps} reps alternated", flush=True)
+          f"{rationale.max_tokens}; KV block {eng.block_size}; {reps} reps alternated", flush=True)
 
     results: dict[str, list] = {}
     prefill: dict[str, dict] = {}
@@ -139,7 +140,7 @@ def main() -> None:
         "status": status, "agreement": agree, "vs_exact_match": vs_verifier, "prefill": prefill,
         "generated_tokens": generated, "rationale_max_tokens": rationale.max_tokens,
         "reply_cache_s": {"cold": round(cold[0], 3), "warm": round(warm[0], 3)},
-        "block_size": common.block_size(eng), "reps": reps,
+        "block_size": eng.block_size, "reps": reps,
     })
 
 

@@ -60,6 +60,7 @@ class ModelConfig:
     gpu_memory_utilization: float = 0.5  # on CPU vLLM reserves this fraction of RAM for KV cache
     kv_cache_gb: Optional[float] = None  # an explicit KV cache size instead (and no warm-up pass on CPU)
     max_model_len: int = 1024
+    block_size: Optional[int] = None  # KV block tokens; None: 32 on CPU (vLLM-CPU's 128 outgrows short prompts), vLLM's own on GPU
     max_lora_rank: int = 16
     tensor_parallel_size: int = 1  # vLLM: shard each model over this many GPUs
     data_parallel_size: int = 1  # vLLM: this many engine replicas (Ray or multiprocessing)
@@ -73,6 +74,8 @@ class ModelConfig:
         check("model.kv_cache_gb", self.kv_cache_gb is None or self.kv_cache_gb > 0, "must be null or > 0",
               self.kv_cache_gb)
         check("model.max_model_len", self.max_model_len >= 16, "must be >= 16", self.max_model_len)
+        check("model.block_size", self.block_size is None or self.block_size >= 1, "must be null or >= 1",
+              self.block_size)
         problem = source_problem(self.source, self.allow_pickle)
         check("model.source", problem is None, problem, self.source)
 

@@ -53,3 +53,18 @@ def test_the_seed_decides_the_draw(engine):
 
     assert draw(1) == draw(1) and draw(1) != draw(2)
     assert draw() == draw()  # no seed given: one derived from the call's inputs
+
+
+def test_on_cpu_a_prompt_shorter_than_vllms_own_block_is_shared_by_the_prefix_cache(engine):
+    """vLLM-CPU's default KV block is 128 tokens and its prefix cache shares whole blocks only, so the
+    demo's 61-65 token prompts shared nothing; model.block_size defaults to 32 on CPU."""
+    from vllm import SamplingParams
+
+    assert engine.block_size == 32 and engine.identity["block_size"] == 32
+    rubric = engine.chat_prompt([{"role": "user", "content": "Rate the answer below from 1 to 5. " * 8}])
+    assert 64 <= len(engine.tokenizer(rubric)["input_ids"]) < 128
+    params = SamplingParams(max_tokens=1)
+    engine.llm.reset_prefix_cache()
+    engine.llm.generate([rubric + "It is 4."], params, use_tqdm=False)
+    (again,) = engine.llm.generate([rubric + "It is 5."], params, use_tqdm=False)
+    assert again.num_cached_tokens >= 64
