@@ -92,9 +92,12 @@ def arithmetic_prompts(n: int):
 
 
 def engine():
-    """Our engine (rest_loop.engine.get_engine) on the embedded model, seed 0, as the loop builds it."""
-    from rest_loop.engine import get_engine
+    """Our engine (rest_loop.engine.get_engine) on the embedded model, seed 0, as the loop builds it:
+    on CPU with vLLM's engine core in this process (rest_loop.loop.Run.engine)."""
+    from rest_loop.engine import get_engine, in_process_core, on_gpu
 
+    if not on_gpu():
+        in_process_core()
     return get_engine(model_path(), model_config(), seed=0)
 
 

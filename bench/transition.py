@@ -5,7 +5,7 @@
 
 Ours is what the loop does after a LoRA fine-tune (rest_loop.loop.Run.ready): hot-swap the adapter
 into the running engine with a `Policy` and generate one token (max_tokens=1). The peer is what a
-loop without hot-swap does: build a new engine (rest_loop.engine.Engine) and generate one token,
+loop without hot-swap does: build a new engine as the loop builds it and generate one token,
 timed in a fresh process after vLLM is imported (a second in-process engine cannot be closed
 without breaking the first: see cold_child). Each hot-swap uses a fresh copy of the adapter folder,
 so vLLM loads it from disk every time, as it does for each round's new adapter. The adapter is a
@@ -64,14 +64,14 @@ def cold_child() -> None:
     common.quiet()
     import vllm  # noqa: F401 - the import is not part of a cold start in a running loop
 
-    from rest_loop.engine import BASE, Engine
+    from rest_loop.engine import BASE, close_engines
 
     t: list[float] = []
     with common.timed(t):
-        fresh = Engine(common.model_path(), common.model_config(), seed=0)
+        fresh = common.engine()  # as the loop builds it, so on CPU with the engine core in-process
         prompt = fresh.chat_prompt(common.arithmetic_prompts(1)[0].messages)
         fresh.generate([prompt], {"n": 1, "max_tokens": 1, "temperature": 0.0}, BASE, use_tqdm=False)
-    fresh.close()
+    close_engines()
     print(json.dumps({"seconds": t[0]}), flush=True)
 
 
