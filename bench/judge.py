@@ -37,11 +37,12 @@ def build_judge(reward_file: str, backend, **overrides):
     return cls(**{**spec, "backend": backend, "prompts_dir": str(common.PROMPTS), **overrides})
 
 
-def rank_agreement(a: list[float], b: list[float]) -> dict:
+def rank_agreement(a: list[float], b: list[float], names: tuple[str, str]) -> dict:
     from scipy.stats import kendalltau, spearmanr
 
-    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
-        why = "fewer than 3 pairs" if len(a) < 3 else "one side gave every sample the same score"
+    constant = [f"{name} gave every sample {xs[0]}" for name, xs in zip(names, (a, b)) if len(set(xs)) == 1]
+    if len(a) < 3 or constant:
+        why = "fewer than 3 pairs" if len(a) < 3 else "; ".join(constant)
         return {"n": len(a), "spearman": None, "kendall_tau": None, "undefined": why}
     return {"n": len(a), "spearman": round(float(spearmanr(a, b).statistic), 4),
             "kendall_tau": round(float(kendalltau(a, b).statistic), 4)}
@@ -54,7 +55,7 @@ def paired_scores(xs, ys) -> tuple[list[float], list[float]]:
 
 def main() -> None:
     p = common.parser(__doc__)
-    p.add_argument("--prompts", type=int, default=12, help="arithmetic prompts to grow samples for")
+    p.add_argument("--prompts", type=int, default=48, help="arithmetic prompts to grow samples for")
     p.add_argument("--n", type=int, default=2, help="samples per prompt (samples judged = prompts x n)")
     p.add_argument("--block-size", type=int,
                    help="what-if: model.block_size, vLLM's KV block (default: the config's, 32 on CPU)")
@@ -103,15 +104,16 @@ def main() -> None:
     sps = {k: common.median(v) for k, v in runs.items()}
     speedup = common.paired_ratio(runs["pointwise"], runs["rationale"])
     status = {k: {s: sum(r.status == s for r in v) for s in ("ok", "unparsed", "error")} for k, v in results.items()}
-    agree = rank_agreement(*paired_scores(results["pointwise"], results["rationale"]))
+    agree = rank_agreement(*paired_scores(results["pointwise"], results["rationale"]), ("pointwise", "rationale"))
     correct = NumericMatch()(sample_prompts, samples)
-    vs_verifier = {k: rank_agreement(*paired_scores(v, correct)) for k, v in results.items()}
+    vs_verifier = {k: rank_agreement(*paired_scores(v, correct), (k, "exact match")) for k, v in results.items()}
 
     for k in ("pointwise", "rationale"):
         pf = prefill[k]
         common.line(f"{k}: samples/s", f"{sps[k]:.2f}", f"runs {[round(x, 2) for x in runs[k]]}; status {status[k]}")
         common.line(f"{k}: prefill computed / submitted", f"{pf['computed']} / {pf['submitted']}",
-                    f"cached {pf['cached']}; generated {generated[k]} tokens")
+                    f"cached {pf['cached']}; generated {generated[k]} tokens, "
+                    f"{generated[k] / len(samples):.1f} a sample")
     common.line("one-pass / rationale", f"{speedup:.1f}x", "target >= 3")
     for label, v in (("agreement, both scored", agree),
                      *((f"{k} vs exact match", v) for k, v in vs_verifier.items())):
