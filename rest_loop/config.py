@@ -60,7 +60,7 @@ class ModelConfig:
     gpu_memory_utilization: float = 0.5  # on CPU vLLM reserves this fraction of RAM for KV cache
     kv_cache_gb: Optional[float] = None  # an explicit KV cache size instead (and no warm-up pass on CPU)
     max_model_len: int = 1024
-    block_size: Optional[int] = None  # KV block tokens; None: 32 on CPU (vLLM-CPU's 128 outgrows short prompts), vLLM's own on GPU
+    block_size: Optional[int] = None  # KV block in tokens; None: 32 on CPU (see engine.CPU_BLOCK_SIZE), vLLM's on GPU
     max_lora_rank: int = 16
     tensor_parallel_size: int = 1  # vLLM: shard each model over this many GPUs
     data_parallel_size: int = 1  # vLLM: this many engine replicas (Ray or multiprocessing)
