@@ -10,7 +10,9 @@ The last line a benchmark prints is `BENCH <compact JSON>`; `bench/run_all.py` k
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import statistics
@@ -28,8 +30,6 @@ if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/ on the path, no
 
 CONF = ROOT / "conf"
 PROMPTS = ROOT / "prompts"
-MODEL_REF = "embedded:smollm2-135m-instruct"
-MODEL_CACHE = Path("~/.cache/rest_loop/models").expanduser()
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -42,9 +42,11 @@ def parser(description: str) -> argparse.ArgumentParser:
 # --- the model and the demo's inputs ------------------------------------------------------------------
 
 def model_path() -> str:
+    """The demo's model as a local HF folder (the embedded GGUF, converted once into the model cache)."""
     from rest_loop.models import resolve_model
 
-    return resolve_model(MODEL_REF, MODEL_CACHE)
+    model = demo_config().model
+    return resolve_model(model.source, Path(model.cache_dir).expanduser())
 
 
 def yaml(path: Path) -> dict:
@@ -56,32 +58,32 @@ def yaml(path: Path) -> dict:
 BLOCK_SIZE: list[int | None] = [None]  # what --block-size asks for; None: the config's
 
 
-def model_config():
-    """conf/model/smollm2_135m.yaml as a ModelConfig (its explicit 3 GiB KV cache, max_model_len),
-    with the KV block size of --block-size where a script was given one."""
-    from rest_loop.config import ModelConfig
+@functools.cache
+def demo_config():
+    """The demo's whole config as `rest-loop experiment=demo` composes it: checked and typed (RunConfig)."""
+    from hydra import compose, initialize_config_dir
 
-    spec = {k: v for k, v in yaml(CONF / "model" / "smollm2_135m.yaml").items() if k != "cache_dir"}
-    if BLOCK_SIZE[0]:
-        spec["block_size"] = BLOCK_SIZE[0]
-    return ModelConfig(**{**spec, "source": model_path(), "cache_dir": str(MODEL_CACHE)})
+    from rest_loop.config import validate
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return validate(compose("config", overrides=["experiment=demo", "paths.run_dir=unused"]))
+
+
+def model_config():
+    """The demo's ModelConfig (conf/model/smollm2_135m.yaml: its explicit 3 GiB KV cache, max_model_len)
+    on the converted model folder, with the KV block size of --block-size where a script was given one."""
+    block = {"block_size": BLOCK_SIZE[0]} if BLOCK_SIZE[0] else {}
+    return dataclasses.replace(demo_config().model, source=model_path(), **block)
 
 
 def demo_sampler(**overrides):
-    """The demo's Grow sampler: conf/sampler/default.yaml with conf/experiment/demo.yaml on top."""
-    from rest_loop.config import SamplerConfig
-
-    spec = {**yaml(CONF / "sampler" / "default.yaml"), **yaml(CONF / "experiment" / "demo.yaml")["sampler"]}
-    return SamplerConfig(**{**spec, **overrides})
+    """The demo's Grow sampler (conf/sampler/default.yaml with conf/experiment/demo.yaml on top)."""
+    return dataclasses.replace(demo_config().sampler, **overrides)
 
 
 def demo_trainer(**overrides):
-    """conf/trainer/lora.yaml with the demo's overrides, as a TrainerConfig."""
-    from rest_loop.config import TrainerConfig
-
-    spec = {**yaml(CONF / "trainer" / "lora.yaml"), **yaml(CONF / "experiment" / "demo.yaml")["trainer"]}
-    spec["seed"] = 0  # the file says ${seed}
-    return TrainerConfig(**{**spec, **overrides})
+    """The demo's TrainerConfig (conf/trainer/lora.yaml with the demo's overrides, seed 0)."""
+    return dataclasses.replace(demo_config().trainer, **overrides)
 
 
 def arithmetic_prompts(n: int):
@@ -229,14 +231,18 @@ def gib(nbytes: float) -> float:
 # --- reporting -------------------------------------------------------------------------------------------
 
 def git_sha() -> str | None:
+    """The commit, short, with +dirty where rest_loop/ has uncommitted changes."""
+    from rest_loop.manifest import git_sha as head
+
+    sha = head()
+    if not sha:
+        return None
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                             timeout=5)
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "rest_loop"], capture_output=True, text=True,
                                cwd=ROOT, timeout=5).stdout.strip()
-        return (out.stdout.strip() + ("+dirty" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):
-        return None
+        dirty = ""
+    return sha[:7] + ("+dirty" if dirty else "")
 
 
 def line(label: str, value: Any, note: str = "") -> None:

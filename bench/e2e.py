@@ -60,8 +60,8 @@ def derived(results: Path) -> dict | None:
     if not fits:
         return None
     fit = fits[-1]["metrics"]["fit"]
-    demo = common.yaml(common.CONF / "experiment" / "demo.yaml")
-    k, n = demo["task"]["n_train"], demo["sampler"]["n"]
+    demo = common.demo_config()
+    k, n = demo.task["n_train"], demo.sampler.n
     if fit["n"] != n:
         return {"note": f"scaling ran with n={fit['n']}, the demo samples n={n}: not extrapolated"}
     round_s = fit["fixed_s"] + fit["per_prompt_s"] * k
