@@ -69,7 +69,7 @@ class Completion:
 
 
 # vLLM-CPU's default KV block is 128 tokens, and its prefix cache shares whole blocks only: the demo's
-# prompts (61-65 tokens) and a judge's shared rubric fit in no block, so nothing was shared. Measured with
+# prompts (48-65 tokens) and a judge's shared rubric fit in no block, so nothing was shared. Measured with
 # bench/grow.py and bench/judge.py --quick: Grow 54.5 -> 81.4 tok/s, one-pass judge 2.33 -> 4.56 samples/s.
 # vLLM-CPU's kernels want a multiple of 32.
 CPU_BLOCK_SIZE = 32
