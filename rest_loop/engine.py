@@ -66,6 +66,7 @@ class Completion:
     token_ids: list[int]
     finish_reason: str | None
     top_logprobs: dict[str, float] | None = None  # the first token's alternatives, when asked for
+    cached_tokens: int = 0  # of its prompt's tokens, how many were read from the prefix cache
 
 
 # vLLM-CPU's default KV block is 128 tokens, and its prefix cache shares whole blocks only: the demo's
@@ -179,25 +180,33 @@ class Engine:
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def generate(self, prompts: list[str], params: dict[str, Any], policy: Policy = BASE,
-                 use_tqdm: bool = True, seed: int | None = None) -> list[list[Completion]]:
+    def generate(self, prompts: list[str] | list[list[int]], params: dict[str, Any], policy: Policy = BASE,
+                 use_tqdm: bool = True, seed: int | None = None, fresh_cache: bool = True) -> list[list[Completion]]:
         """Sample `params["n"]` completions per prompt; one list per prompt, in prompt order.
 
-        With `params["logprobs"] = k`, each completion also carries its first token's top-k
-        alternatives as {decoded text: logprob} (what a rating judge reads). The draw starts from
-        `seed` (default: one derived from its inputs) and an empty prefix cache, whatever this
-        engine generated before."""
+        A prompt is text, or token ids read as they are (an agent's history: what the policy generated
+        and saw, never rendered again). With `params["logprobs"] = k`, each completion also carries its
+        first token's top-k alternatives as {decoded text: logprob} (what a rating judge reads). The
+        draw starts from `seed` (default: one derived from its inputs) and an empty prefix cache,
+        whatever this engine generated before. `fresh_cache=False` keeps the cache: a multi-step
+        rollout's later steps read their shared history from it, and it holds only what the rollout's
+        own earlier steps put there, so the draw is still a function of the rollout's inputs."""
         from vllm import SamplingParams
 
         self.wake_up()  # a judge may need the base engine while the trainer's policy is elsewhere
-        self.llm.reset_prefix_cache()  # cached prefixes change how requests are batched
+        if fresh_cache:
+            self.llm.reset_prefix_cache()  # cached prefixes change how requests are batched
         if seed is None:
             seed = draw_seed(self.seed, prompts, params, policy.adapter)
         self.llm.collective_rpc("reseed", args=(seed,))
+        if prompts and not isinstance(prompts[0], str):
+            from vllm.inputs import TokensPrompt
+
+            prompts = [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompts]
         outputs = self.llm.generate(prompts, SamplingParams(**params), lora_request=policy.lora_request(),
                                     use_tqdm=use_tqdm)
-        return [[Completion(c.text, list(c.token_ids), c.finish_reason, first_token_top(c.logprobs))
-                 for c in o.outputs] for o in outputs]
+        return [[Completion(c.text, list(c.token_ids), c.finish_reason, first_token_top(c.logprobs),
+                            o.num_cached_tokens or 0) for c in o.outputs] for o in outputs]
 
 
 def in_process_core() -> None:

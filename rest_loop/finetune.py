@@ -174,9 +174,14 @@ def want(previous: str | None, marker: str, cfg: TrainerConfig) -> None:
                           f"trainer.method={cfg.method} fine-tune; was the method changed mid-run?")
 
 
-def to_dataset(examples: list[KeptExample]):
+def to_dataset(examples: list):
+    """Kept completions as TRL prompt-completion conversations; an agent's examples (TokenExample) as the
+    token ids it generated and read, with the loss only where it generated them (TRL's `assistant_masks`
+    applies whatever `completion_only_loss` says: observations are never trained on)."""
     from datasets import Dataset
 
+    if examples and hasattr(examples[0], "input_ids"):
+        return Dataset.from_list([{"input_ids": k.input_ids, "assistant_masks": k.mask} for k in examples])
     return Dataset.from_list([
         {"prompt": k.messages, "completion": [{"role": "assistant", "content": k.completion}]} for k in examples
     ])
@@ -277,7 +282,7 @@ def launch(base_model: str, examples: list[KeptExample], cfg: TrainerConfig, out
     settings = {**dataclasses.asdict(cfg), "accelerate_config": None, "target_modules": targets}
     write_jsonl(out / "examples.jsonl", examples)
     write_json(job, {"base_model": base_model, "trainer": settings, "start": start, "learning_rate": learning_rate,
-                     "allow_pickle": allow_pickle})
+                     "allow_pickle": allow_pickle, "tokens": bool(examples) and hasattr(examples[0], "input_ids")})
     (out / "summary.json").unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg.accelerate_config),
            "--quiet", "-m", "rest_loop.finetune", str(job)]  # quiet: the child's traceback, not the launcher's
@@ -309,7 +314,9 @@ def main() -> None:
     """The child of `launch`: read the job, fine-tune, and (main process) write out/summary.json."""
     job_file = Path(sys.argv[1])
     job, out = read_json(job_file), job_file.parent
-    examples = read_jsonl(out / "examples.jsonl", KeptExample)
+    from rest_loop.agent.records import TokenExample
+
+    examples = read_jsonl(out / "examples.jsonl", TokenExample if job.get("tokens") else KeptExample)
     summary = finetune(job["base_model"], examples, TrainerConfig(**job["trainer"]), out, start=job["start"],
                        learning_rate=job["learning_rate"], allow_pickle=job["allow_pickle"])
     if main_process():

@@ -80,15 +80,16 @@ class Pools:
             yield
 
     def fetch(self, inputs: dict[str, Any], make: Callable[[], list[Sample]], round: int,
-              policy: str) -> list[Sample]:
-        """The pool for `inputs`: read from the cache, or made by `make()` and stored. Samples come back
-        with this caller's round and policy name; what was drawn is the same."""
+              policy: str, cls: type = Sample) -> list[Sample]:
+        """The pool for `inputs`: read from the cache, or made by `make()` and stored. Samples (or an
+        agent's Trajectories, `cls`) come back with this caller's round and policy name; what was drawn
+        is the same."""
         key = pool_key(inputs)
         path = self.path(key)
         with self.locked(key):
             hit = path.exists()
             if hit:
-                samples = [replace(s, round=round, policy=policy) for s in read_jsonl(path, Sample)]
+                samples = [replace(s, round=round, policy=policy) for s in read_jsonl(path, cls)]
             else:
                 samples = make()
                 write_json(path.with_suffix(".json"), {"inputs": inputs, "samples": len(samples), "made_by": self.owner,

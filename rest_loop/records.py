@@ -23,6 +23,8 @@ class Prompt:
     reference: str | None = None  # gold answer where the task has one
     input: str = ""  # the raw task input, for judge templates
     target: str | None = None  # an original full response (ReST's dataset D), for trainer.mix_original
+    aliases: list[str] = field(default_factory=list)  # other right answers, beside `reference` (QA tasks)
+    support: list[str] = field(default_factory=list)  # ids of the documents that hold the answer (retrieval recall)
 
 
 @dataclass
@@ -74,5 +76,7 @@ def to_dict(record: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type, row: dict[str, Any]):
+    if hasattr(cls, "from_dict"):  # a record with nested records (an agent's Trajectory) reads itself
+        return cls.from_dict(row)
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in row.items() if k in names})

@@ -55,7 +55,9 @@ class Calculator(Tool):
                   "Only numbers, + - * / // % ** and parentheses."
     parameters = {
         "type": "object",
-        "properties": {"expression": {"type": "string", "description": "The arithmetic to compute, e.g. 12*3+4"}},
+        "properties": {"expression": {"type": "string", "description": "The arithmetic to compute, e.g. 12*3+4",
+                                      # the shape constrained decoding holds a small model to (agent.constrain)
+                                      "pattern": r"^[0-9][0-9+\-*/(). ]*$"}},
         "required": ["expression"],
     }
 

@@ -1,0 +1,109 @@
+"""ReST meets ReAct: the same rounds as rest_loop.loop, with trajectories where completions were.
+
+    round 0:  evaluate(base agent)                               greedy trajectories on held-out questions
+    round r:  trajectories = grow(policy, env, train questions)  n step-synchronous rollouts per question
+              kept   = improve(trajectories)                     reward on the final answers, then the filter
+              policy = finetune(start, examples(kept))           per step, or whole trajectories, as tokens
+              evaluate(policy)
+
+The run is chosen by config: a run with an `env` (conf/env/) and an `agent` (conf/agent/) is an
+AgentRun. Its stages write `grow/trajectories.jsonl`, `improve/judgements.jsonl` (one per
+trajectory, scored on its final answer), `improve/kept.jsonl` (the token examples with lineage),
+`finetune/train.jsonl` and `eval/completions.jsonl` (the held-out trajectories with their scores).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from omegaconf import DictConfig
+
+from rest_loop.agent import evaluate as agent_eval
+from rest_loop.agent.grow import answer_sample, grow, training_examples
+from rest_loop.agent.records import TokenExample, Trajectory
+from rest_loop.agent.rollout import describe
+from rest_loop.config import ConfigError, RunConfig
+from rest_loop.engine import Policy
+from rest_loop.improve.filters import NothingKept, select
+from rest_loop.loop import Run, build, improve_stats, judge_cache, lower_threshold
+from rest_loop.report import write_csv
+from rest_loop.store import read_json, read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+MODES = ("step", "trajectory")
+
+
+class AgentRun(Run):
+    def __init__(self, cfg: RunConfig, raw: DictConfig):
+        super().__init__(cfg, raw)
+        if raw.agent is None:
+            raise ConfigError("env is set but agent is not: choose an action format, e.g. agent=react")
+        self.env = build(raw.env)
+        self.fmt = build(raw.agent.format)
+        self.train_on = raw.agent.train_on
+        if self.train_on not in MODES:
+            raise ConfigError(f"agent.train_on={self.train_on!r}: must be one of {', '.join(MODES)}")
+        self.manifest.note(env=self.env.identity(), agent_format=self.fmt.version(), train_on=self.train_on)
+
+    def grow(self, r: int, policy: Policy) -> list[Trajectory]:
+        stage = self.stage(r, "grow")
+        if not stage.done:
+            log.info("round %d: roll out %d x %d trajectories with %s", r, len(self.task.train), self.cfg.sampler.n,
+                     policy.name)
+            start = time.perf_counter()
+            trajectories = grow(self.ready(policy), policy, self.env, self.fmt, self.task.train, self.cfg.sampler, r,
+                                self.pools)
+            seconds = time.perf_counter() - start
+            write_jsonl(stage / "trajectories.jsonl", trajectories)
+            cache = self.cache_events()
+            counts = describe(trajectories)
+            stage.finish(**counts, seconds=round(seconds, 1), policy=policy.name, cache=cache[0] if cache else None,
+                         tokens_per_s=None if cache and cache[0]["hit"] else round(counts["tokens"] / seconds, 1))
+        else:
+            log.info("round %d: grow already done, reusing %s", r, stage / "trajectories.jsonl")
+        self.manifest.stage_done(r, "grow", stage.info)
+        return read_jsonl(stage / "trajectories.jsonl", Trajectory)
+
+    def improve(self, r: int, step: int, trajectories: list[Trajectory]) -> list[TokenExample]:
+        stage = self.stage(r, "improve", step)
+        if not stage.done:
+            f = self.cfg.filter
+            answers = [answer_sample(t) for t in trajectories]
+            judgements = self.judge(r, answers)
+            chosen, stages = select(answers, judgements, f, round=r, seed=self.cfg.seed, step=step)
+            by_key = {(t.prompt_id, t.sample_idx): t for t in trajectories}
+            kept = [(by_key[s.prompt_id, s.sample_idx], j.score) for s, j in chosen]
+            examples = training_examples(kept, self.train_on, self.reward.version, step, self.cfg.trainer.max_length)
+            stats = improve_stats(judgements, stages, f.threshold_at(r, step), examples)
+            stats.update(kept_trajectories=len(kept), prompts_with_kept=len({t.prompt_id for t, _ in kept}),
+                         keep_rate=len(kept) / len(trajectories) if trajectories else 0.0, train_on=self.train_on,
+                         examples=len(examples))
+            stats["reward_terms"] = read_json(self.stage(r, "improve") / "reward_terms.json")
+            stats["judge_cache"] = judge_cache(stats["reward_terms"])
+            write_json(stage / "stats.json", stats)
+            if len(kept) < f.min_keep or not examples:
+                raise NothingKept(
+                    f"round {r}: the filter kept {len(kept)} of {len(trajectories)} trajectories "
+                    f"({len(examples)} training examples), fewer than filter.min_keep={f.min_keep}. Judgement "
+                    f"statuses: {stats['status']}. See {self.stage(r, 'improve') / 'judgements.jsonl'}. To go on, "
+                    f"lower the threshold: rest-loop resume={self.dir} {lower_threshold(f, r, step)}")
+            write_jsonl(stage / "kept.jsonl", examples)
+            stage.finish(kept=len(kept), examples=len(examples), keep_rate=stats["keep_rate"])
+        self.manifest.stage_done(r, stage.path.name, read_json(stage / "stats.json"))
+        return read_jsonl(stage / "kept.jsonl", TokenExample)
+
+    def evaluate(self, r: int, step: int, policy: Policy) -> dict:
+        stage = self.stage(r, "eval", step)
+        if not stage.done:
+            log.info("round %d: evaluate %s on %d held-out questions", r, policy.name, len(self.task.heldout))
+            metrics = agent_eval.evaluate(self.ready(policy), policy, self.env, self.fmt, self.task.heldout,
+                                          self.task.metric, self.cfg.eval, r, stage.path, pools=self.pools)
+            metrics.update(step=step, cache=self.cache_events())
+            write_json(stage / "metrics.json", metrics)
+            stage.finish()
+        metrics = read_json(stage / "metrics.json")
+        self.manifest.stage_done(r, stage.path.name, metrics)
+        write_csv(self.manifest, self.dir / "metrics.csv")
+        return metrics
+
