@@ -134,6 +134,8 @@ class Engine:
                          "vllm": vllm_version(), "device": device_name(gpu), **parallel,
                          "draws": "reseeded per call" + (", in-process core" if in_process() else "")}
         self.asleep = 0  # the sleep level, 0 when awake
+        if in_process():
+            synchronous_grammars(self.llm)
         self.tokenizer = self.llm.get_tokenizer()
         log.info("vLLM engine for %s up in %.1f s (dtype=%s, eager=%s, KV block %d)", path, self.startup_s, dtype,
                  eager, self.block_size)
@@ -215,6 +217,20 @@ def in_process_core() -> None:
     in-process engine tears down vLLM's process-wide parallel groups, and another engine of the process
     fails on its next call. `VLLM_ENABLE_V1_MULTIPROCESSING=1` in the environment overrides it."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
+def synchronous_grammars(llm) -> None:
+    """Compile structured-output grammars (an agent's constrained actions) when a request arrives, not in
+    vLLM's thread pool: a request waits for its grammar before it is scheduled, so with background
+    compilation the batches, and so the draws, depended on how fast the pool was (a killed rollout resumed
+    in a fresh engine, where nothing was compiled yet, drew other trajectories). vLLM does the same for its
+    external_launcher, for the same reason. Grammars are cached, so each is compiled once."""
+    core = getattr(llm.llm_engine.engine_core, "engine_core", None)  # the in-process EngineCore
+    manager = getattr(core, "structured_output_manager", None)
+    if manager is not None and hasattr(manager, "_use_async_grammar_compilation"):
+        manager._use_async_grammar_compilation = False
+    else:
+        log.warning("vLLM's structured-output manager has changed: constrained draws may not repeat exactly")
 
 
 def in_process() -> bool:

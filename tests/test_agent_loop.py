@@ -1,0 +1,81 @@
+"""The agent loop end to end: real CLI, vLLM engine, tools and TRL trainer on the tiny model.
+
+One run is uninterrupted. A second, with the same config and seed, rolls out the same trajectories
+(the draw is a function of its inputs). A third is SIGKILLed in the middle of round 1's rollout and
+resumed: it ends with the same trajectories, kept examples and held-out trajectories as the first.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from rest_loop.store import read_json, read_jsonl
+from tests.test_loop_e2e import cli, run_ok
+from tests.test_resume import Watched, after
+
+pytestmark = pytest.mark.slow
+FILES = ["round_000/eval/completions.jsonl", "round_001/grow/trajectories.jsonl", "round_001/improve/judgements.jsonl",
+         "round_001/improve/kept.jsonl", "round_001/finetune/train.jsonl", "round_001/eval/completions.jsonl"]
+
+
+def agent_cli(run_dir: Path, model: str, *extra: str) -> list[str]:
+    return cli(run_dir, model, "experiment=agent_calculator", "task.n_train=4", "task.n_heldout=3", "sampler.n=3",
+               "sampler.max_tokens=24", "eval.max_tokens=24", "env.max_steps=3", "filter.threshold=0.0",
+               "filter.max_per_prompt=3", "trainer.epochs=1", "trainer.batch_size=4", *extra)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_model, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("agent") / "run"
+    run_ok(agent_cli(run_dir, tiny_model))
+    return run_dir
+
+
+def test_one_agent_round_writes_trajectories_and_trains_on_their_tokens(reference_run):
+    run = reference_run
+    for stage in ["round_000/eval", "round_001/grow", "round_001/improve", "round_001/finetune", "round_001/eval"]:
+        assert (run / stage / "DONE").exists(), stage
+    trajectories = read_jsonl(run / "round_001/grow/trajectories.jsonl")
+    assert len(trajectories) == 4 * 3 and {t["sample_idx"] for t in trajectories} == {0, 1, 2}
+    for t in trajectories:
+        assert t["policy"] == "base" and 1 <= len(t["steps"]) <= 3
+        assert t["stop"] in ("finish", "max_steps", "no_action", "context")
+        for s in t["steps"]:
+            assert s["parse"] in ("ok", "unparsed") and s["token_ids"]
+            if s["tool_status"] is not None:  # a tool ran: its reply is in the history as tokens
+                assert s["observation"] is not None and s["observation_ids"]
+    grow = read_json(run / "round_001/grow/DONE")
+    assert grow["trajectories"] == 12 and grow["valid_action_rate"] is not None
+    # every kept example is cut from a trajectory's own tokens: the prompt ids, then steps and observations
+    by_key = {(t["prompt_id"], t["sample_idx"]): t for t in trajectories}
+    kept = read_jsonl(run / "round_001/improve/kept.jsonl")
+    assert kept and read_jsonl(run / "round_001/finetune/train.jsonl") == kept
+    for e in kept:
+        t = by_key[e["prompt_id"], e["sample_idx"]]
+        history = t["prompt_ids"] + [i for s in t["steps"][:e["turn"]] for i in s["token_ids"] + s["observation_ids"]]
+        assert e["input_ids"] == history + t["steps"][e["turn"]]["token_ids"]
+        assert e["mask"] == [0] * len(history) + [1] * len(t["steps"][e["turn"]]["token_ids"])
+    metrics = read_json(run / "round_001/eval/metrics.json")
+    for key in ("value", "f1", "mean_steps", "valid_action_rate", "tool_error_rate", "stops"):
+        assert key in metrics, key
+    assert (run / "round_001/finetune/adapter/adapter_config.json").exists()
+
+
+def test_same_seed_same_trajectories(reference_run, tiny_model, tmp_path):
+    """A second run, with a pool cache of its own, draws the very same trajectories."""
+    run_dir = tmp_path / "again"
+    run_ok(agent_cli(run_dir, tiny_model, "loop.rounds=0"))
+    assert (run_dir / FILES[0]).read_bytes() == (reference_run / FILES[0]).read_bytes()
+
+
+def test_killed_mid_rollout_resumes_to_identical_trajectories(reference_run, tiny_model, tmp_path):
+    run_dir = tmp_path / "killed"
+    watched = Watched(agent_cli(run_dir, tiny_model))
+    watched.kill_when(after("round 1: roll out", "Processed prompts"), "round 1's rollout")
+    assert not (run_dir / "round_001/grow/DONE").exists()
+    run_ok([sys.executable, "-m", "rest_loop", f"resume={run_dir}"])
+    for name in FILES:
+        assert (run_dir / name).read_bytes() == (reference_run / name).read_bytes(), name
