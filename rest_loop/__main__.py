@@ -33,11 +33,12 @@ from rest_loop.config import ConfigError, validate
 from rest_loop.engine import close_engines
 from rest_loop.improve.backends import JudgeStopped
 from rest_loop.improve.filters import NothingKept
+from rest_loop.resources import CONF as CONF_DIR
 from rest_loop.rundir import RunInUse, locked
 from rest_loop.store import atomic_write_text, read_json, write_json
 
 log = logging.getLogger("rest_loop")
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+CONF = str(CONF_DIR)  # conf/ of the checkout, or of the installed package (rest_loop/resources.py)
 # Settings a resume may change: they act on stages not yet done, and each round records what it used.
 # Of the judge, only how it is reached and what it may spend: never what it judges with.
 JUDGE_MAY_CHANGE = ("base_url", "api_key_env", "max_concurrency", "timeout", "max_retries", "backoff",

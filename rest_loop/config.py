@@ -16,13 +16,26 @@ from typing import Any, Optional, get_args, get_origin, get_type_hints
 from omegaconf import Container, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rest_loop.resources import CHECKOUT, SHIPPED, work_root
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = CHECKOUT  # the repository root of a checkout (for an installed wheel: its site-packages)
 # Resolvers the configs use; registered on import, before Hydra composes.
-if not OmegaConf.has_resolver("project_root"):
-    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+if not OmegaConf.has_resolver("project_root"):  # paths.root: the checkout, or an installed wheel's current folder
+    OmegaConf.register_new_resolver("project_root", lambda: str(work_root()))
+if not OmegaConf.has_resolver("package_root"):  # paths.package: where conf/, prompts/, data/, launch/ are
+    OmegaConf.register_new_resolver("package_root", lambda: str(SHIPPED))
+if not OmegaConf.has_resolver("search_path"):  # paths.prompts: the user's templates first, then the package's
+    OmegaConf.register_new_resolver("search_path", lambda *dirs: search_path(*dirs))
 if not OmegaConf.has_resolver("fresh_dir"):  # hydra.run.dir: a resumed run's folder, or one no other run has
     OmegaConf.register_new_resolver("fresh_dir", lambda resume, fresh: claim_dir(resume, fresh))
+
+
+def search_path(*dirs: str | None) -> str:
+    """Folders joined with os.pathsep, the first searched first; null entries (an unset folder) are left out.
+    A relative folder is taken from the current one, as the user meant it when they typed it."""
+    import os
+
+    return os.pathsep.join(str(Path(d).expanduser().resolve()) for d in dirs if d)
 
 
 def claim_dir(resume: str | None, fresh: str) -> str:
@@ -41,6 +54,23 @@ class DataError(ConfigError):
     """A data file or template the config points at does not fit; the message names the file and the row."""
 
     what = "bad data"
+
+
+def build(spec: Any) -> Any:
+    """hydra.utils.instantiate(spec), with a ConfigError raised in a constructor, however deeply nested (a
+    judge's backend inside a reward term), raised as itself: exit code 2, not Hydra's "Error in call to target"."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(spec)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def check(key: str, ok: bool, why: str, value: Any) -> None:
@@ -280,8 +310,10 @@ class EvalConfig:
 
 @dataclass
 class PathsConfig:
-    root: str = str(PROJECT_ROOT)
-    prompts: str = str(PROJECT_ROOT / "prompts")
+    root: str = str(PROJECT_ROOT)  # runs/ goes under it (conf/paths/default.yaml says what it is)
+    package: str = str(SHIPPED)  # rest-loop's own conf/, prompts/, data/, launch/
+    user_prompts: Optional[str] = None  # your templates folder, searched before the package's prompts/
+    prompts: str = str(SHIPPED / "prompts")  # the template search path: folders joined with os.pathsep
     runs: str = str(PROJECT_ROOT / "runs")
     cache: str = "~/.cache/rest_loop"
     pools: Optional[str] = "~/.cache/rest_loop/pools"  # the pool cache (rest_loop/pools.py); null: off

@@ -3,6 +3,10 @@
 Templates can read only the variables they are given: no attribute tricks, no
 file or module access (Jinja's ImmutableSandboxedEnvironment). A variable the
 caller does not provide is an error that names the template and the variable.
+
+The prompts root may be several folders joined with os.pathsep (paths.prompts is the user's
+`paths.user_prompts`, then the package's prompts/): a template is taken from the first that has
+it, and its `{% include %}`s are looked up the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import os
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -24,9 +30,9 @@ class TemplateError(ConfigError):
 
 
 @lru_cache(maxsize=None)
-def _environment(root: str) -> ImmutableSandboxedEnvironment:
+def _environment(roots: tuple[str, ...]) -> ImmutableSandboxedEnvironment:
     return ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(root),
+        loader=jinja2.FileSystemLoader(list(roots)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=False,
         autoescape=False,
@@ -37,14 +43,15 @@ class Template:
     """A template file under a prompts root, e.g. Template(prompts_dir, "judge/pointwise.j2")."""
 
     def __init__(self, root: str | Path, name: str):
-        self.root, self.name = str(Path(root).expanduser()), name
-        path = Path(self.root) / name
-        if not path.is_file():
-            near = sorted(p.name for p in path.parent.glob("*.j2")) if path.parent.is_dir() else []
-            there = f"; {path.parent} has {', '.join(near)}" if near else ""
-            raise TemplateError(f"template {name!r} not found under {self.root} (paths.prompts){there}")
+        roots = tuple(str(Path(r).expanduser()) for r in str(root).split(os.pathsep) if r)
+        found = next((r for r in roots if (Path(r) / name).is_file()), None)
+        if found is None:
+            raise TemplateError(f"template {name!r} not found under {' or '.join(roots)} (paths.prompts)"
+                                + "".join(nearby(Path(r) / name) for r in roots))
+        self.root, self.name = found, name  # the folder it came from
+        path = Path(found) / name
         try:
-            self._template = _environment(self.root).get_template(name)
+            self._template = _environment(roots).get_template(name)
         except jinja2.TemplateSyntaxError as e:
             raise TemplateError(f"{path}:{e.lineno}: {e.message}") from None
         self.source = path.read_text(encoding="utf-8")
@@ -63,3 +70,9 @@ class Template:
         import hashlib
 
         return f"{self.name}@{hashlib.sha256(self.source.encode()).hexdigest()[:8]}"
+
+
+def nearby(path: Path) -> str:
+    """What the folder a missing template was looked for in does hold: "; <folder> has a.j2, b.j2"."""
+    near = sorted(p.name for p in path.parent.glob("*.j2")) if path.parent.is_dir() else []
+    return f"; {path.parent} has {', '.join(near)}" if near else ""
