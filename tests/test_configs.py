@@ -170,6 +170,6 @@ def test_paper_recipes_set_the_papers_semantics():
 
 def test_scaling_out_settings_compose():
     typed = validate(compose_config("model.tensor_parallel_size=2", "model.data_parallel_size=2",
-                                    f"trainer.accelerate_config={Path(CONF) / 'accelerate' / 'ddp.yaml'}"))
+                                    "trainer.accelerate_config=${paths.package}/launch/ddp.yaml"))
     assert (typed.model.tensor_parallel_size, typed.model.data_parallel_size) == (2, 2)
     assert Path(typed.trainer.accelerate_config).is_file()

@@ -13,11 +13,12 @@ import torch
 from safetensors.torch import load_file
 from trl import SFTTrainer
 
-from rest_loop.config import PROJECT_ROOT, ConfigError, TrainerConfig
+from rest_loop.config import ConfigError, TrainerConfig
 from rest_loop.finetune import check_method, finetune, last_checkpoint, sft_config
 from rest_loop.records import KeptExample
+from rest_loop.resources import SHIPPED
 
-ACCELERATE = PROJECT_ROOT / "conf" / "accelerate"
+ACCELERATE = SHIPPED / "launch"  # accelerate launch configs: not a Hydra group, so not under conf/
 SUMMARY_KEYS = {"examples", "train_loss", "steps", "seconds", "tokens_per_s", "method", "init", "started_from",
                 "learning_rate", "output", "resumed_from"}
 
