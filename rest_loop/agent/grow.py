@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from rest_loop.agent.actions import Format
 from rest_loop.agent.env import Environment
@@ -53,11 +53,18 @@ def grow(engine: Engine, policy: Policy, env: Environment, fmt: Format, prompts:
     return pools.fetch(inputs, make, round, policy.name, cls=Trajectory)
 
 
-def answer_sample(t: Trajectory) -> Sample:
-    """The trajectory as outcome rewards see it: its final answer ("" when it never gave one)."""
-    return Sample(round=t.round, prompt_id=t.prompt_id, sample_idx=t.sample_idx, text=t.answer or "",
-                  num_tokens=t.num_tokens, policy=t.policy, seed=t.seed, sampling=t.sampling,
-                  finish_reason=t.stop)
+@dataclass
+class TrajectorySample(Sample):
+    """A trajectory as a reward term sees it: `text` is its final answer ("" when it never gave one), what
+    outcome verifiers score; `trajectory` is the whole of it, what a trajectory judge reads."""
+
+    trajectory: Trajectory | None = None
+
+
+def answer_sample(t: Trajectory) -> TrajectorySample:
+    return TrajectorySample(round=t.round, prompt_id=t.prompt_id, sample_idx=t.sample_idx, text=t.answer or "",
+                            num_tokens=t.num_tokens, policy=t.policy, seed=t.seed, sampling=t.sampling,
+                            finish_reason=t.stop, trajectory=t)
 
 
 def training_examples(kept: list[tuple[Trajectory, float | None]], mode: str, reward: str, step: int = 1,
