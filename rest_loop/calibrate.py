@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from rest_loop.__main__ import CONF
-from rest_loop.config import ConfigError, validate
+from rest_loop.config import ConfigError, DataError, build, validate
 from rest_loop.store import write_json, write_jsonl
 
 log = logging.getLogger("rest_loop")
@@ -83,22 +83,46 @@ def render(report: dict) -> str:
     ])
 
 
-def calibrate(cfg: DictConfig) -> dict:
-    from hydra.utils import instantiate
+def read_samples(path: Path, prompts: dict) -> list:
+    """The samples of calibrate.samples (a run's grow/samples.jsonl), each for a prompt of this task."""
+    import json
 
+    from rest_loop.records import Sample, from_dict
+
+    key = f"calibrate.samples={str(path)!r}"
+    if not path.is_file():
+        raise ConfigError(f"{key}: no such file; give a run's round_NNN/grow/samples.jsonl, or leave it null "
+                          f"to grow samples from the base model")
+    samples = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            samples.append(from_dict(Sample, json.loads(line)))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise DataError(f"{path}: line {n}: not a sample as grow/samples.jsonl holds them ({e})") from None
+    if not samples:
+        raise DataError(f"{path}: has no samples")
+    alien = [s.prompt_id for s in samples if s.prompt_id not in prompts]
+    if alien:
+        raise DataError(f"{path}: {len(alien)} of {len(samples)} samples are for prompts this task does not have "
+                        f"(e.g. {alien[0]!r}): give the task and settings (experiment=, task.*) of the run that grew "
+                        f"them")
+    return samples
+
+
+def calibrate(cfg: DictConfig) -> dict:
     from rest_loop.engine import BASE, get_engine
     from rest_loop.grow import grow
     from rest_loop.improve.rewards import Reward
     from rest_loop.models import resolve_model
-    from rest_loop.records import Sample
-    from rest_loop.store import read_jsonl
 
     typed, opts = validate(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "calibrate"])), cfg.calibrate
-    reward, verifier = Reward.from_config(cfg.reward), instantiate(opts.verifier)
-    task = instantiate(cfg.task)
+    reward, verifier = Reward.from_config(cfg.reward), build(opts.verifier)
+    task = build(cfg.task)
     prompts = {p.id: p for p in task.train + task.heldout}
     if opts.samples:
-        samples = read_jsonl(Path(opts.samples), Sample)
+        samples = read_samples(Path(opts.samples).expanduser(), prompts)
     else:
         engine = get_engine(resolve_model(typed.model.source, typed.model.cache_dir, typed.model.allow_pickle), typed.model, typed.seed)
         samples = grow(engine, BASE, task.train[: opts.prompts], typed.sampler, round=0)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from rest_loop.config import ModelConfig
+from rest_loop.config import ConfigError, ModelConfig
 from rest_loop.engine import get_engine, logaddexp
 from rest_loop.improve.cache import ReplyCache, cache_key
 
@@ -187,12 +187,12 @@ class OpenAIBackend:
         import openai
 
         if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
-            raise ValueError("judge: max_concurrency >= 1, max_retries >= 0 and timeout > 0 are required")
+            raise ConfigError("judge: max_concurrency >= 1, max_retries >= 0 and timeout > 0 are required")
         key = "EMPTY"  # vllm serve without --api-key accepts any key
         if api_key_env:
             key = os.environ.get(api_key_env, "")
             if not key:
-                raise ValueError(f"judge.api_key_env={api_key_env!r}: that environment variable is not set "
+                raise ConfigError(f"judge.api_key_env={api_key_env!r}: that environment variable is not set "
                                  f"(set it, or set judge.api_key_env=null for a server without a key)")
         self.client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
         self.model, self.base_url = model, base_url

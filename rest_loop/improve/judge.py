@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 
+from rest_loop.config import ConfigError
 from rest_loop.improve.backends import Reply, Request, ask
 from rest_loop.improve.verifiers import Result
 from rest_loop.records import Prompt, Sample
@@ -35,7 +36,7 @@ RATING_LINE = re.compile(r"rating\**\s*[:=]\s*\**\s*(-?\d+(?:\.\d+)?)", re.IGNOR
 
 def check_ratings(min_rating: int, max_rating: int) -> None:
     if not 0 <= min_rating < max_rating <= 9:
-        raise ValueError(f"reward judge: ratings {min_rating}..{max_rating} must be single digits, min < max")
+        raise ConfigError(f"reward judge: ratings {min_rating}..{max_rating} must be single digits, min < max")
 
 
 def rating_messages(template: Template, prompt: Prompt, sample: Sample, use_reference: bool, low, high) -> list:
@@ -62,7 +63,7 @@ class PointwiseJudge:
                  min_rating_mass: float = 0.5, top_logprobs: int = 20, use_reference: bool = True):
         check_ratings(min_rating, max_rating)
         if not 0 < min_rating_mass <= 1:
-            raise ValueError(f"reward judge: min_rating_mass={min_rating_mass} must be in (0, 1]")
+            raise ConfigError(f"reward judge: min_rating_mass={min_rating_mass} must be in (0, 1]")
         self.template, self.backend = Template(prompts_dir, template), backend
         self.ratings = [str(r) for r in range(min_rating, max_rating + 1)]
         self.min_mass, self.top_logprobs, self.use_reference = min_rating_mass, top_logprobs, use_reference

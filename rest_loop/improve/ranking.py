@@ -28,6 +28,7 @@ import random
 import re
 from collections import defaultdict
 
+from rest_loop.config import ConfigError
 from rest_loop.improve.backends import Request, ask
 from rest_loop.improve.judge import failed, judge_stats
 from rest_loop.improve.verifiers import Result
@@ -88,7 +89,7 @@ class RankingJudge:
                  seed: int = 0, max_tokens: int = 512, temperature: float = 0.0, retry_temperature: float = 0.7,
                  use_reference: bool = True, constrain: bool = False):
         if not 2 <= group_size <= 9:
-            raise ValueError(f"reward judge: group_size={group_size} must be in 2..9 (one-digit candidate numbers)")
+            raise ConfigError(f"reward judge: group_size={group_size} must be in 2..9 (one-digit candidate numbers)")
         self.constrain = constrain
         self.template, self.backend = Template(prompts_dir, template), backend
         self.group_size, self.second_pass, self.seed = group_size, second_pass, seed

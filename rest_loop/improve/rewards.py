@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from rest_loop.config import ConfigError, build
 from rest_loop.improve.verifiers import Result
 from rest_loop.records import Judgement, Prompt, Sample
 
@@ -31,7 +31,7 @@ class Reward:
     def __init__(self, name: str, terms: dict[str, tuple[Any, float]], gates: dict[str, float] | None = None):
         self.name, self.terms, self.gates = name, terms, gates or {}
         if not any(w > 0 for _, w in terms.values()):
-            raise ValueError(f"reward {name!r}: no term has a weight > 0")
+            raise ConfigError(f"reward {name!r}: no term has a weight > 0")
         # gates run first, so the other terms see only the samples that pass them
         self.order = [k for k in terms if k in self.gates] + [k for k in terms if k not in self.gates]
         self.last_stats: dict[str, Any] = {}
@@ -44,11 +44,11 @@ class Reward:
         for key, term in spec.get("terms", {}).items():
             weight, gate = float(term.pop("weight", 1.0)), term.pop("gate", None)
             if weight < 0:
-                raise ValueError(f"reward.terms.{key}.weight={weight}: must be >= 0")
+                raise ConfigError(f"reward.terms.{key}.weight={weight}: must be >= 0")
             if gate is not None:
                 gates[key] = float(gate)
             if weight > 0 or gate is not None:  # a term with weight 0 and no gate is off: do not pay for it
-                terms[key] = (instantiate(term), weight)
+                terms[key] = (build(term), weight)  # a ConfigError inside (a missing API key) stays one
         return cls(name, terms, gates)
 
     @property

@@ -29,6 +29,7 @@ from jsonschema.exceptions import best_match
 from omegaconf import DictConfig, OmegaConf
 from referencing.exceptions import Unresolvable
 
+from rest_loop.config import ConfigError
 from rest_loop.records import Prompt, Sample, Status
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -139,19 +140,19 @@ class RegexMatch:
     def __init__(self, pattern: str, reference_group: str | int | None = None, flags: str = ""):
         unknown = set(flags) - set(REGEX_FLAGS)
         if unknown:
-            raise ValueError(f"RegexMatch flags={flags!r}: unknown letters {sorted(unknown)}, use some of 'imsx'")
+            raise ConfigError(f"RegexMatch flags={flags!r}: unknown letters {sorted(unknown)}, use some of 'imsx'")
         bits = 0
         for letter in flags:
             bits |= REGEX_FLAGS[letter]
         try:
             self.regex = re.compile(pattern, bits)
         except re.error as e:
-            raise ValueError(f"RegexMatch pattern={pattern!r} does not compile: {e}") from e
+            raise ConfigError(f"RegexMatch pattern={pattern!r} does not compile: {e}") from e
         # a missing group would otherwise raise on the first sample, mid-run
         known = reference_group is None or reference_group in self.regex.groupindex or (
             isinstance(reference_group, int) and 0 <= reference_group <= self.regex.groups)
         if not known:
-            raise ValueError(f"RegexMatch reference_group={reference_group!r} is not a group of pattern={pattern!r}")
+            raise ConfigError(f"RegexMatch reference_group={reference_group!r} is not a group of pattern={pattern!r}")
         self.pattern, self.reference_group = pattern, reference_group
         self.needs_reference = reference_group is not None
 
@@ -216,20 +217,20 @@ class JsonSchema:
 
     def __init__(self, schema: dict | None = None, schema_file: str | None = None, extract: bool = True):
         if (schema is None) == (schema_file is None):
-            raise ValueError("JsonSchema: give exactly one of schema= or schema_file=")
+            raise ConfigError("JsonSchema: give exactly one of schema= or schema_file=")
         if schema_file is not None:
             try:
                 with open(schema_file) as f:
                     schema = json.load(f)
             except json.JSONDecodeError as e:
-                raise ValueError(f"JsonSchema schema_file={schema_file!r} is not valid JSON: {e}") from e
+                raise ConfigError(f"JsonSchema schema_file={schema_file!r} is not valid JSON: {e}") from e
         if isinstance(schema, DictConfig):  # Hydra hands nested config as DictConfig, which jsonschema rejects
             schema = OmegaConf.to_container(schema, resolve=True)
         cls = jsonschema.validators.validator_for(schema)
         try:
             cls.check_schema(schema)
         except jsonschema.SchemaError as e:
-            raise ValueError(f"JsonSchema: invalid schema at {e.json_path}: {e.message}") from e
+            raise ConfigError(f"JsonSchema: invalid schema at {e.json_path}: {e.message}") from e
         self.schema, self.extract = schema, extract
         self.validator = cls(schema)
 
@@ -279,16 +280,16 @@ class LabelMatch:
 
     def __init__(self, labels: list[str], normalise: bool = True):
         if isinstance(labels, str):  # list("yes") would quietly make labels "y", "e", "s"
-            raise ValueError(f"LabelMatch labels={labels!r}: give a list of labels, not one string")
+            raise ConfigError(f"LabelMatch labels={labels!r}: give a list of labels, not one string")
         self.labels, self.normalise = [str(label) for label in labels], normalise  # Hydra hands a ListConfig
         if not self.labels:
-            raise ValueError("LabelMatch labels=[]: give at least one label")
+            raise ConfigError("LabelMatch labels=[]: give at least one label")
         self.by_key: dict[str, str] = {}
         for label in self.labels:
             key = self.clean(label)
             if not key or key in self.by_key:
                 other = "empty" if not key else f"the same as {self.by_key[key]!r}"
-                raise ValueError(f"LabelMatch labels={self.labels!r}: {label!r} is {other} after normalising")
+                raise ConfigError(f"LabelMatch labels={self.labels!r}: {label!r} is {other} after normalising")
             self.by_key[key] = label
 
     def __call__(self, prompts: list[Prompt], samples: list[Sample]) -> list[Result]:

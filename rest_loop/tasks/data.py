@@ -9,8 +9,12 @@ dataset give the same rows (dicts of column -> value):
     load_rows("openai/gsm8k", split="train", name="main")  # a hub id, or a local dataset repo folder
 
 `key` is the config key the source came from (e.g. "task.source"): every error
-names it, so a wrong path is fixed in the config, not hunted in a traceback.
-Tasks check their columns with `require_fields`, which names the file and row.
+names it, so a wrong path is fixed in the config, not hunted in a traceback: an empty file,
+an empty JSON array, a JSON file that is one object rather than rows, a folder that holds no
+dataset. Tasks check their columns with `require_fields`, which names the file and row.
+
+`datasets` caches what it reads (as Arrow files): under $HF_DATASETS_CACHE when that is set, else
+under $REST_LOOP_CACHE/datasets when REST_LOOP_CACHE is set, else in its own ~/.cache/huggingface/datasets.
 
     >>> rows = load_rows("tests/data/gsm8k_tiny.jsonl")
     >>> require_fields(rows, ["question", "answer"], "tests/data/gsm8k_tiny.jsonl")
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 from pathlib import Path
 from typing import Any, Iterable
@@ -42,10 +47,13 @@ def load_rows(source: str, split: str | None = None, *, name: str | None = None,
     import datasets  # heavy (pyarrow, pandas): only when a task actually loads data
 
     path = Path(source).expanduser()
+    kw.setdefault("cache_dir", datasets_cache())
     if path.is_file():
         builder = FORMATS.get("".join(path.suffixes[-1:]).lower())
         if builder is None:
             raise ConfigError(f"{key}={source!r}: unknown file type; use one of {sorted(FORMATS)}")
+        if why := shape_problem(path, builder):
+            raise DataError(f"{key}={source!r}: {why}")
         chatty = logging.getLogger(f"datasets.packaged_modules.{builder}.{builder}")  # logs a failure, then raises
         level = chatty.level
         chatty.setLevel(logging.CRITICAL)  # ... it: our message below says it better, with the line
@@ -60,10 +68,16 @@ def load_rows(source: str, split: str | None = None, *, name: str | None = None,
                             f"another file") from e
         finally:
             chatty.setLevel(level)
-        return data.to_list()
+        return some_rows(data.to_list(), source, key)
     if path.is_dir() and any((path / m).is_file() for m in SAVED_MARKERS):
-        return one_split(datasets.load_from_disk(str(path)), split, source, key).to_list()
-    if looks_local(source):  # a typo in a path must not turn into a hub request
+        return some_rows(one_split(datasets.load_from_disk(str(path)), split, source, key).to_list(), source, key)
+    if path.is_dir() and not data_files(path):
+        held = sorted(p.name for p in path.iterdir())
+        shown = ", ".join(held[:5]) + (f", ... ({len(held)} in all)" if len(held) > 5 else "") if held else "nothing"
+        raise DataError(f"{key}={source!r} is a folder but no dataset: it has neither what save_to_disk writes "
+                        f"({' or '.join(SAVED_MARKERS)}) nor data files ({', '.join(sorted(FORMATS))}); it holds "
+                        f"{shown}. Point {key} at a data file or a save_to_disk folder")
+    if looks_local(source) and not path.is_dir():  # a typo in a path must not turn into a hub request
         raise ConfigError(f"{key}={source!r}: no such file or folder")
     try:
         data = datasets.load_dataset(source, name, split=split, **kw)
@@ -76,7 +90,62 @@ def load_rows(source: str, split: str | None = None, *, name: str | None = None,
         raise ConfigError(f"{key}={source!r}: not found locally nor on the Hugging Face Hub: {e}") from None
     except ValueError as e:  # an unknown split or config name: datasets lists the known ones
         raise ConfigError(f"{key}={source!r} (split={split!r}, name={name!r}): {e}") from None
-    return one_split(data, split, source, key).to_list()
+    return some_rows(one_split(data, split, source, key).to_list(), source, key)
+
+
+def datasets_cache() -> str | None:
+    """Where `datasets` keeps its Arrow copies: $REST_LOOP_CACHE/datasets when REST_LOOP_CACHE is set and
+    HF_DATASETS_CACHE is not, so one variable moves every cache; None leaves it to `datasets`."""
+    root = os.environ.get("REST_LOOP_CACHE")
+    if os.environ.get("HF_DATASETS_CACHE") or not root:
+        return None
+    return str(Path(root).expanduser() / "datasets")
+
+
+def data_files(folder: Path) -> list[Path]:
+    """The data files `datasets` would read from a folder (a dataset repo: the folder or its data/)."""
+    return [p for d in (folder, folder / "data") if d.is_dir() for p in d.iterdir()
+            if p.is_file() and p.suffix.lower() in FORMATS]
+
+
+def some_rows(rows: list[dict[str, Any]], source: str, key: str) -> list[dict[str, Any]]:
+    if not rows:
+        raise DataError(f"{key}={source!r}: has no rows")
+    return rows
+
+
+PEEK = 1 << 16  # bytes read to tell an empty file or an empty array from rows
+
+
+def shape_problem(path: Path, builder: str) -> str | None:
+    """What makes a data file hold no rows, said plainly: it is empty, an empty JSON array, or one JSON
+    object spread over lines (a settings file such as LLaMA-Factory's dataset_info.json, not rows)."""
+    with open(path, "rb") as f:
+        head = f.read(PEEK).decode("utf-8", errors="replace")
+    text = head.strip()
+    if not text:
+        return "the file is empty: it has no rows"
+    if builder != "json":
+        return None
+    if text.startswith("[") and text[1:].lstrip().startswith("]"):
+        return "the file is an empty JSON array ([]): it has no rows"
+    first = text.splitlines()[0].strip()
+    if not text.startswith("{") or first.endswith("}"):
+        return None  # an array of rows, or JSON Lines whose first line is a row
+    try:
+        whole = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError:
+        return None  # broken JSON Lines: load_rows says where
+    if not isinstance(whole, dict):
+        return None
+    keys = list(whole)
+    shown = ", ".join(map(repr, keys[:5])) + (f", ... ({len(keys)} keys in all)" if len(keys) > 5 else "")
+    hint = ""
+    if keys and all(isinstance(v, dict) and "file_name" in v for v in whole.values()):
+        hint = (f" It looks like LLaMA-Factory's dataset_info.json, which lists datasets: point at the file one "
+                f"of them names, e.g. {whole[keys[0]]['file_name']!r}.")
+    return (f"the file is one JSON object (keys {shown}), not rows: give a JSON array of row objects "
+            f"([{{...}}, {{...}}]) or JSON Lines (one object a line).{hint}")
 
 
 def json_problem(path: Path) -> str | None:
