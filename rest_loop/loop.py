@@ -20,11 +20,9 @@ import random
 import time
 from pathlib import Path
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from rest_loop.config import ConfigError, RunConfig
+from rest_loop.config import ConfigError, RunConfig, build
 from rest_loop.engine import BASE, Engine, Policy, adapter_id, get_engine, in_process_core, on_gpu
 from rest_loop.evaluate import evaluate
 from rest_loop.finetune import check_method, finetune
@@ -35,6 +33,7 @@ from rest_loop.manifest import Manifest, stage_name
 from rest_loop.metrics import diversity
 from rest_loop.models import resolve_model
 from rest_loop.pools import Pools
+from rest_loop.preflight import check_gold, check_references
 from rest_loop.records import Judgement, KeptExample, Prompt, Sample
 from rest_loop.report import round_line, table, write_csv
 from rest_loop.store import Stage, read_json, read_jsonl, sweep_temporaries, write_json, write_jsonl
@@ -45,9 +44,10 @@ log = logging.getLogger(__name__)
 class Run:
     def __init__(self, cfg: RunConfig, raw: DictConfig):
         self.cfg, self.dir = cfg, Path(cfg.paths.run_dir)
-        check_method(cfg.trainer)  # before anything runs: QLoRA needs a GPU
         if cfg.trainer.accelerate_config and not Path(cfg.trainer.accelerate_config).is_file():
-            raise ConfigError(f"trainer.accelerate_config={cfg.trainer.accelerate_config!r}: no such file")
+            raise ConfigError(f"trainer.accelerate_config={cfg.trainer.accelerate_config!r}: no such file; "
+                              f"{Path(cfg.paths.package) / 'launch'} has {', '.join(launch_configs(cfg))}")
+        check_method(cfg.trainer)  # before anything runs: QLoRA needs a GPU
         if swept := sweep_temporaries(self.dir):
             log.info("removed %d temporary files left by an interrupted run", swept)
         self.manifest = Manifest.open(self.dir, cfg)
@@ -56,6 +56,7 @@ class Run:
         self.eval_reward = Reward.from_config(raw.eval.reward) if raw.eval.reward else None
         self.prompts: dict[str, Prompt] = {p.id: p for p in self.task.train + self.task.heldout}
         check_references(self.reward, self.task)
+        check_gold(self.reward, self.task, raw)  # before the engine: a reward that cannot score the gold answers
         self.base_model = resolve_model(cfg.model.source, cfg.model.cache_dir, cfg.model.allow_pickle)
         self.manifest.note(task=self.task.describe(), reward=self.reward.version, base_model=self.base_model)
         self.pools = Pools(cfg.paths.pools, owner=str(self.dir)) if cfg.paths.pools else None
@@ -258,25 +259,9 @@ class Run:
         return metrics
 
 
-def check_references(reward: Reward, task) -> None:
-    """A reward term that compares with references, on a task without any, would score nothing: say so now."""
-    if any(p.reference is not None for p in task.train):
-        return
-    for key, (term, _) in reward.terms.items():
-        if getattr(term, "needs_reference", False):
-            raise ConfigError(f"reward.terms.{key} ({term.name}) compares completions with references, but task "
-                              f"{task.name!r} has none: choose a reward that needs none (e.g. a judge), or an "
-                              f"experiment made for this task")
-
-
-def build(spec: DictConfig):
-    """instantiate(spec), with a config error inside the constructor raised as itself (exit code 2)."""
-    try:
-        return instantiate(spec)
-    except InstantiationException as e:
-        if isinstance(e.__cause__, ConfigError):
-            raise e.__cause__ from None
-        raise
+def launch_configs(cfg: RunConfig) -> list[str]:
+    """The accelerate launch configs rest-loop ships (launch/*.yaml), for the message about a missing one."""
+    return sorted(p.name for p in (Path(cfg.paths.package) / "launch").glob("*.yaml")) or ["none"]
 
 
 def lower_threshold(f, round: int, step: int) -> str:

@@ -1,7 +1,10 @@
 """Bad input stops the CLI with a message that names the culprit and says what to do, before anything runs.
 
-Each case runs the real `python -m rest_loop` and checks the message as a user reads it, its exit
-code, and that nothing started: no engine, no stage folder (round_000/...). Covered elsewhere, so
+Each case runs the real `python -m rest_loop` (or `rest_loop.calibrate`) and checks the message as a user
+reads it, its exit code, and that nothing started: no engine, no stage folder (round_000/...). Data files
+that hold no rows (empty, `[]`, one JSON object, a folder without a dataset), a GSM8K row without its
+answer, a missing API key variable, held-out rows that repeat train rows, a reward that cannot score
+the task's own gold answers: each is exit 2 with the file or key named. Covered elsewhere, so
 not repeated here: values out of range or of the wrong type, one by one (test_configs.py
 test_bad_values_name_the_key, test_cli_reports_bad_value_before_running); bad rows of every format
 (test_formats.py); a filter that keeps nothing (test_loop_e2e.py
@@ -95,9 +98,106 @@ def test_a_template_that_is_not_there_lists_those_that_are(tmp_path):
     code, log = rest_loop(tmp_path / "run", *from_file(TICKETS, "task.template=tasks/tickets.j2"))
     assert code == 2
     prompts = Path(__file__).parent.parent / "prompts"
+    there = ", ".join(sorted(p.name for p in (prompts / "tasks").glob("*.j2")))  # arithmetic.j2, classify.j2, ...
     assert_stopped_before_running(tmp_path / "run", log, 2, (
         f"template error: template 'tasks/tickets.j2' not found under {prompts} (paths.prompts); "
-        f"{prompts / 'tasks'} has arithmetic.j2, classify.j2, gsm8k.j2, persona_motives.j2, plain.j2"))
+        f"{prompts / 'tasks'} has {there}"))
+
+
+@pytest.mark.parametrize("name,text,why", [
+    ("empty.jsonl", "", "the file is empty: it has no rows"),
+    ("blank.jsonl", "\n\n", "the file is empty: it has no rows"),
+    ("empty.json", "[ ]\n", "the file is an empty JSON array ([]): it has no rows"),
+])
+def test_a_data_file_without_rows_says_so(tmp_path, name, text, why):
+    """datasets said `StopIteration()` (empty JSON Lines) or `Instruction "train" corresponds to no data!`."""
+    data = tmp_path / name
+    data.write_text(text)
+    code, log = rest_loop(tmp_path / "run", *from_file(data))
+    assert code == 2
+    assert_stopped_before_running(tmp_path / "run", log, 2, f"bad data: task.source='{data}': {why}")
+
+
+def test_a_json_file_that_is_one_object_says_so_without_listing_every_key(tmp_path):
+    """LLaMA-Factory's dataset_info.json names its datasets (104 of them): it is no data file."""
+    info = {f"set_{i:03d}": {"file_name": f"set_{i:03d}.json"} for i in range(104)}
+    data = tmp_path / "dataset_info.json"
+    data.write_text(json.dumps(info, indent=2))
+    code, log = rest_loop(tmp_path / "run", *from_file(data))
+    assert code == 2 and "set_050" not in log
+    assert_stopped_before_running(tmp_path / "run", log, 2, (
+        f"bad data: task.source='{data}': the file is one JSON object (keys 'set_000', 'set_001', 'set_002', "
+        f"'set_003', 'set_004', ... (104 keys in all)), not rows: give a JSON array of row objects ([{{...}}, "
+        f"{{...}}]) or JSON Lines (one object a line). It looks like LLaMA-Factory's dataset_info.json, which lists "
+        f"datasets: point at the file one of them names, e.g. 'set_000.json'."))
+
+
+def test_a_folder_that_holds_no_dataset_is_not_called_missing(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not data")
+    code, log = rest_loop(tmp_path / "run", *from_file(folder))
+    assert code == 2
+    assert_stopped_before_running(tmp_path / "run", log, 2, (
+        f"bad data: task.source='{folder}' is a folder but no dataset: it has neither what save_to_disk writes "
+        f"(dataset_dict.json or state.json) nor data files (.csv, .json, .jsonl, .parquet); it holds notes.txt. "
+        f"Point task.source at a data file or a save_to_disk folder"))
+
+
+def test_a_gsm8k_row_without_its_final_answer_names_the_row(tmp_path):
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text('{"question": "2 + 2?", "answer": "2 + 2 = 4\\n#### 4"}\n{"question": "How many?", "answer": "It is 7."}\n')
+    code, log = rest_loop(tmp_path / "run", "task=gsm8k", f"task.source={data}", "task.heldout_split=null",
+                          "task.n_heldout=1")
+    assert code == 2 and "Error in call to target" not in log
+    assert_stopped_before_running(tmp_path / "run", log, 2, (
+        f"bad data: {data}: row 2: the answer has no final '#### <number>' line: ...'It is 7.'. Fix the row, or "
+        f"drop it from the file"))
+
+
+def test_a_missing_api_key_variable_is_a_config_error(tmp_path):
+    code, log = rest_loop(tmp_path / "run", "reward=judge", "judge=openai", "judge.model=some-judge",
+                          "judge.api_key_env=REST_LOOP_TEST_UNSET_KEY")
+    assert code == 2 and "Error in call to target" not in log
+    assert_stopped_before_running(tmp_path / "run", log, 2, (
+        "config error: judge.api_key_env='REST_LOOP_TEST_UNSET_KEY': that environment variable is not set (set it, "
+        "or set judge.api_key_env=null for a server without a key)"))
+
+
+def test_train_and_held_out_rows_with_the_same_text_are_refused(tmp_path):
+    """The ids differ by split name, so an id check passes; the text is the same."""
+    data = DATA / "gsm8k_tiny.jsonl"
+    code, log = rest_loop(tmp_path / "run", "task=gsm8k", f"task.source={data}", f"task.heldout_source={data}",
+                          "task.n_heldout=4")
+    assert code == 2
+    assert_stopped_before_running(tmp_path / "run", log, 2, (
+        "bad data: task gsm8k: 4 of 4 held-out prompts have the same text as a train prompt (e.g. gsm8k-test-1 and "
+        "gsm8k-train-1), so held-out scores would partly measure recall. Hold out other rows (another file or "
+        "split), or set task.allow_overlap=true to run anyway"))
+
+
+def test_a_reward_that_cannot_score_the_gold_answers_is_refused_with_those_that_can(tmp_path):
+    """identity-style data (answers without numbers, with {{name}} placeholders) and the default numeric reward."""
+    data = DATA / "identity_placeholders.json"
+    code, log = rest_loop(tmp_path / "run", "task=from_file", f"task.source={data}", "task.n_heldout=2")
+    assert code == 2
+    assert "12 rows" not in log and "11 rows still hold template placeholders {{author}}, {{name}}" in log
+    assert_stopped_before_running(tmp_path / "run", log, 2, (
+        "config error: reward=verifier counts only 1 of the 10 gold answers of task 'from_file' as correct, so it "
+        "cannot tell a right completion from a wrong one here; its term correct (numeric_match) fails 9 of 10, e.g. "
+        "from_file-0: 'no number in the completion' for its reference 'Hello! I am {{name}}, an assistant made by "
+        "{{author}}. Wh...'. The run would grow samples, score them all alike and stop at the filter. Rewards that "
+        "fit this task: judge, judge_ranking, judge_rationale (reward=<name>)"))
+
+
+def test_calibrate_with_a_samples_file_that_is_not_there_names_it(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "rest_loop.calibrate", f"hydra.run.dir={tmp_path / 'run'}",
+                          f"calibrate.samples={tmp_path / 'samples.jsonl'}"], capture_output=True, text=True,
+                         timeout=600)
+    log = out.stdout + out.stderr
+    assert out.returncode == 2 and "Traceback" not in log and "vLLM engine" not in log
+    assert (f"config error: calibrate.samples='{tmp_path / 'samples.jsonl'}': no such file; give a run's "
+            f"round_NNN/grow/samples.jsonl, or leave it null to grow samples from the base model") in log
 
 
 def test_a_string_where_a_number_goes_is_one_clear_line(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 
+from rest_loop.config import ConfigError
 from rest_loop.tasks.base import Task
 
 NAMES = ["Ava", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Liam"]
@@ -37,14 +38,15 @@ class ArithmeticTask(Task):
 
     def __init__(self, n_train: int, n_heldout: int, seed: int, prompts_dir: str,
                  template: str = "tasks/arithmetic.j2", ops: tuple[str, ...] = ("+",),
-                 low: int = 10, high: int = 99, system_prompt: str | None = None, metric=None):
-        super().__init__(template, prompts_dir, system_prompt, metric)
+                 low: int = 10, high: int = 99, system_prompt: str | None = None, metric=None,
+                 allow_overlap: bool = False):
+        super().__init__(template, prompts_dir, system_prompt, metric, allow_overlap)
         unknown = set(ops) - set(FRAMES)
         if unknown:
-            raise ValueError(f"task.ops: unknown operators {sorted(unknown)}; known: {sorted(FRAMES)}")
+            raise ConfigError(f"task.ops: unknown operators {sorted(unknown)}; known: {sorted(FRAMES)}")
         pairs = [(a, b) for a in range(low, high + 1) for b in range(low, high + 1)]
         if n_train + n_heldout > len(pairs):
-            raise ValueError(f"task.n_train + task.n_heldout = {n_train + n_heldout} exceeds the "
+            raise ConfigError(f"task.n_train + task.n_heldout = {n_train + n_heldout} exceeds the "
                              f"{len(pairs)} distinct operand pairs in [{low}, {high}]")
         rng = random.Random(seed)
         rng.shuffle(pairs)

@@ -24,7 +24,13 @@ Held-out prompts come from `heldout_source` (its `heldout_split`); or from the
 `heldout_split` of `source` (a folder or hub id with splits); else `n_heldout`
 rows of `source` are held out by seed, drawn first so they stay put when n_train
 changes. Ids are "<name>-<row>" (0-based row of `source`) and "<name>-heldout-<row>"
-(row of `heldout_source`), so a prompt can be traced to its row.
+(row of `heldout_source`), so a prompt can be traced to its row. A held-out prompt whose
+text is a train prompt's stops the task (Task.check_disjoint), unless `allow_overlap`.
+
+Data written for another tool may still hold its placeholders, as LLaMA-Factory's
+identity.json does ("I am {{name}}, an AI assistant developed by {{author}}."). They are named
+in a warning; with `fill_placeholders` they are filled from `variables` in every text of a row
+(input, system, earlier turns, target, reference), and one without a value stops the task.
 
     >>> task = DatasetTask("tests/data/custom_tickets.jsonl", "prompts", fields={"input": "body", "reference": "queue"},
     ...                    n_heldout=2, name="tickets")
@@ -34,10 +40,12 @@ changes. Ids are "<name>-<row>" (0-based row of `source`) and "<name>-heldout-<r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from typing import Any
 
-from rest_loop.config import ConfigError
+from rest_loop.config import ConfigError, DataError
 from rest_loop.records import Prompt
 from rest_loop.tasks import formats
 from rest_loop.tasks.base import Task
@@ -55,8 +63,10 @@ class DatasetTask(Task):
                  system_prompt: str | None = None, variables: dict[str, Any] | None = None,
                  source_split: str | None = None, subset: str | None = None, heldout_source: str | None = None,
                  heldout_split: str | None = None, n_train: int | None = None, n_heldout: int | None = None,
-                 seed: int = 0, metric=None, on_bad_row: str = "error"):
-        super().__init__(template, prompts_dir, system_prompt, metric)
+                 seed: int = 0, metric=None, on_bad_row: str = "error", allow_overlap: bool = False,
+                 fill_placeholders: bool = False):
+        super().__init__(template, prompts_dir, system_prompt, metric, allow_overlap)
+        self.fill_placeholders = fill_placeholders
         if format not in formats.FORMATS:
             raise ConfigError(f"task.format={format!r}: must be one of {', '.join(formats.FORMATS)}")
         formats.check_on_bad_row(on_bad_row)
@@ -86,12 +96,15 @@ class DatasetTask(Task):
                                   "off task.source by seed, so give a number")
             self.heldout, self.train = split_off(prompts, n_heldout, n_train, seed)
         self.check_disjoint()
-        warn_overlap(self.train, self.heldout, name)
 
     def _prompts(self, source: str, split: str | None, key: str, id_prefix: str) -> list[Prompt]:
         rows = load_rows(source, split, name=self.subset, key=key)
         bad = formats.BadRows(source, self.on_bad_row)
         self.formats[key], examples = formats.read(rows, source, self.declared, self.fields, bad=bad)
+        if self.fill_placeholders:
+            examples = [fill(ex, self.variables, source) for ex in examples]
+        else:
+            warn_placeholders(examples, source)
         prompts = []
         for ex in examples:
             try:
@@ -123,10 +136,56 @@ def plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
-def warn_overlap(train: list[Prompt], heldout: list[Prompt], name: str) -> None:
-    """Duplicate rows across the split make held-out accuracy partly recall: say so, once."""
-    seen = {p.input for p in train}
-    same = [p.id for p in heldout if p.input in seen]
-    if same:
-        log.warning("task %s: %d held-out prompts have the same input as a train prompt (e.g. %s); "
-                    "held-out accuracy partly measures recall", name, len(same), same[0])
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")  # {{name}}, {{ author }}: another tool's template slots
+
+
+def texts(ex: formats.Example) -> dict[str, str]:
+    """The texts of a row that reach the model or the reward, by what they are."""
+    found = {"input": ex.input, "system": ex.system, "target": ex.target, "reference": ex.reference}
+    found.update({f"turn {i + 1}": turn["content"] for i, turn in enumerate(ex.context)})
+    return {k: v for k, v in found.items() if v}
+
+
+def warn_placeholders(examples: list[formats.Example], source: str) -> None:
+    """Name the placeholders left in the targets and references (and any other text) of a file, once."""
+    rows = {}
+    for ex in examples:
+        names = {where: PLACEHOLDER.findall(text) for where, text in texts(ex).items()}
+        if any(names.values()):
+            rows[ex.index] = names
+    if not rows:
+        return
+    every = sorted({n for names in rows.values() for found in names.values() for n in found})
+    where = sorted({w for names in rows.values() for w, found in names.items() if found})
+    first, names = next(iter(rows.items()))
+    field = next(w for w, found in names.items() if found)
+    example = texts(next(ex for ex in examples if ex.index == first))[field]
+    log.warning("%s: %d rows still hold template placeholders %s in their %s (row %d %s: %r). A model trained "
+                "or scored on them learns the braces. To fill them: task.fill_placeholders=true %s", source, len(rows),
+                ", ".join("{{%s}}" % n for n in every), "/".join(where), first + 1, field, clip(example),
+                " ".join(f"+task.variables.{n}=..." for n in every))
+
+
+def fill(ex: formats.Example, variables: dict[str, Any], source: str) -> formats.Example:
+    """The row with every {{name}} replaced by task.variables.name; a name without a value stops the task."""
+    def one(text: str | None, where: str) -> str | None:
+        if not text:
+            return text
+
+        def value(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in variables or isinstance(variables[name], (dict, list)):
+                raise DataError(f"{source}: row {ex.index + 1}: the {where} holds {{{{{name}}}}} but task.variables "
+                                f"gives no text for {name!r} (it has {sorted(variables)}); add it, e.g. "
+                                f"+task.variables.{name}=..., or set task.fill_placeholders=false")
+            return str(variables[name])
+
+        return PLACEHOLDER.sub(value, text)
+
+    context = [{**turn, "content": one(turn["content"], f"turn {i + 1}")} for i, turn in enumerate(ex.context)]
+    return dataclasses.replace(ex, input=one(ex.input, "input"), system=one(ex.system, "system"), context=context,
+                               target=one(ex.target, "target"), reference=one(ex.reference, "reference"))
+
+
+def clip(text: str, n: int = 70) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-from rest_loop.config import ConfigError
+from rest_loop.config import ConfigError, DataError
 from rest_loop.records import Prompt
 from rest_loop.tasks.base import Task
 from rest_loop.tasks.data import is_single_file, load_rows, pick, require_fields, split_off
@@ -56,8 +56,8 @@ class GSM8KTask(Task):
     def __init__(self, prompts_dir: str, seed: int = 0, source: str = "openai/gsm8k", subset: str | None = "main",
                  train_split: str = "train", heldout_split: str | None = "test", heldout_source: str | None = None,
                  n_train: int | None = None, n_heldout: int | None = None, template: str = "tasks/gsm8k.j2",
-                 system_prompt: str | None = None, metric=None):
-        super().__init__(template, prompts_dir, system_prompt, metric)
+                 system_prompt: str | None = None, metric=None, allow_overlap: bool = False):
+        super().__init__(template, prompts_dir, system_prompt, metric, allow_overlap)
         self.source, self.heldout_source = source, heldout_source
         rows = self._prompts(source, train_split, subset, "task.source")
         if heldout_source is not None:
@@ -84,8 +84,8 @@ class GSM8KTask(Task):
         for i, row in enumerate(rows):
             parsed = parse_answer(str(row["answer"]))
             if parsed is None:
-                raise ValueError(f"{source}: row {i + 1}: the answer has no final '#### <number>' line: "
-                                 f"...{str(row['answer'])[-60:]!r}")
+                raise DataError(f"{source}: row {i + 1}: the answer has no final '#### <number>' line: "
+                                f"...{str(row['answer'])[-60:]!r}. Fix the row, or drop it from the file")
             reference, target = parsed
             prompts.append(self.make_prompt(id=f"gsm8k-{label}-{i}", input=str(row["question"]).strip(),
                                             reference=reference, target=target))

@@ -28,6 +28,7 @@ import random
 import re
 from dataclasses import astuple, dataclass
 
+from rest_loop.config import ConfigError
 from rest_loop.improve.verifiers import Result, clip, extract_json
 from rest_loop.metrics import distinct_n
 from rest_loop.records import Prompt, Sample
@@ -179,7 +180,7 @@ class Deck:
 def generate_characters(n: int, seed: int) -> list[Character]:
     """`n` characters from `seed`, no two with the same (occupation, situation); a prefix of a larger draw."""
     if n > len(OCCUPATIONS) * len(SITUATIONS):
-        raise ValueError(f"task: {n} characters exceed the {len(OCCUPATIONS) * len(SITUATIONS)} distinct "
+        raise ConfigError(f"task: {n} characters exceed the {len(OCCUPATIONS) * len(SITUATIONS)} distinct "
                          "(occupation, situation) pairs")
     rng = random.Random(seed)
     decks = {k: Deck(v, rng) for k, v in [("name", NAMES), ("occupation", OCCUPATIONS), ("situation", SITUATIONS),
@@ -200,8 +201,9 @@ class PersonaMotivesTask(Task):
     name = "persona_motives"
 
     def __init__(self, n_train: int, n_heldout: int, seed: int, prompts_dir: str,
-                 template: str = "tasks/persona_motives.j2", system_prompt: str | None = None, metric=None):
-        super().__init__(template, prompts_dir, system_prompt, metric)
+                 template: str = "tasks/persona_motives.j2", system_prompt: str | None = None, metric=None,
+                 allow_overlap: bool = False):
+        super().__init__(template, prompts_dir, system_prompt, metric, allow_overlap)
         # Held-out characters are drawn first, so they stay the same when n_train changes (a sweep over it).
         self.characters = generate_characters(n_heldout + n_train, seed)
         prompts = [self.make_prompt(id=c.id, input=c.sheet(), name=c.name, age=c.age, occupation=c.occupation,
