@@ -57,7 +57,8 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     if not saved.exists():
         raise ConfigError(f"resume={cfg.resume!r}: no {saved.name} there; is it a rest-loop run directory?")
     old = OmegaConf.load(saved)
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    overrides = [o for o in HydraConfig.get().overrides.task  # hydra.*: how to compose, not what to run
+                 if not o.startswith("resume=") and not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     for o in OverridesParser.create().parse_overrides(overrides):
         if not o.key_or_group.startswith(RESUME_MAY_CHANGE):
             raise ConfigError(f"{o.input_line}: a resumed run keeps its saved config; only "
@@ -119,23 +120,28 @@ def record_failure(run_dir: Path, code: int, message: str) -> None:
         write_json(manifest, {**read_json(manifest), "status": "failed", "error": message})
 
 
-@hydra.main(config_path=CONF, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
-    """Run one experiment and return its held-out metric (what a sweeper such as Optuna optimises)."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+class Stopped(Exception):
+    """A run stopped for a reason we know: `code` is the CLI's exit code, the message says why and what to do
+    (for 3, 4 and 5 the resume command). FAILED in the run folder says the same."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def attempt(cfg: DictConfig, run_dir: Path) -> float | None:
+    """run(cfg); a run that stops for a known reason writes why to FAILED and raises Stopped. Anything
+    else is a bug: it is recorded (exit code 1) and raised as it is. The CLI and rest_loop.run share this."""
     try:
         return run(cfg)
     except RunInUse as e:  # the folder is another process's: write nothing there
-        log.error("%s", e)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise MemberFailed(str(e)) from None
-        sys.exit(2)
+        raise Stopped(2, str(e)) from None
     except ConfigError as e:
-        code, message = 2, f"{e.what}: {e}"
+        cause, code, message = e, 2, f"{e.what}: {e}"
     except NothingKept as e:
-        code, message = 3, str(e)
+        cause, code, message = e, 3, str(e)
     except JudgeStopped as e:  # answers so far are cached: a resume re-asks only the rest
-        code, message = 4, (f"{e}. Stopped cleanly; every answer so far is cached. To go on: rest-loop "
+        cause, code, message = e, 4, (f"{e}. Stopped cleanly; every answer so far is cached. To go on: rest-loop "
                             f"resume={run_dir}, with the judge.* settings to change (e.g. judge.timeout=<s>, "
                             f"a new budget: judge.budget_requests=<n>)")
     except Exception as e:
@@ -143,15 +149,24 @@ def main(cfg: DictConfig) -> float | None:
             record_failure(run_dir, 1, f"{type(e).__name__}: {e}")
             raise
         logging.raiseExceptions = False  # the log file may not grow either: drop its errors, keep the console
-        code, message = 5, no_space_message(full, run_dir)
-    log.error("%s", message)
+        cause, code, message = e, 5, no_space_message(full, run_dir)
     try:
         record_failure(run_dir, code, message)
     except OSError as e:  # a full disk may refuse FAILED too; the console has the message
         log.warning("could not write %s: %s", run_dir / "FAILED", e)
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        raise MemberFailed(message)
-    sys.exit(code)
+    raise Stopped(code, message) from cause
+
+
+@hydra.main(config_path=CONF, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    """Run one experiment and return its held-out metric (what a sweeper such as Optuna optimises)."""
+    try:
+        return attempt(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except Stopped as e:
+        log.error("%s", e.message)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise MemberFailed(e.message) from None
+        sys.exit(e.code)
 
 
 def cli() -> None:

@@ -138,6 +138,8 @@ class Manifest:
         return evals[-1].get("value") if evals else None
 
     def finish(self) -> None:
+        if best := self.best():  # also for a baseline run (loop.rounds=0), which has no round to end
+            self.data["best_round"], self.data["best"] = best["round"], best
         self.data.update(status="finished", finished=dt.datetime.now().isoformat(timespec="seconds"))
         self.save()
 
