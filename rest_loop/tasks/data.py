@@ -115,6 +115,7 @@ def some_rows(rows: list[dict[str, Any]], source: str, key: str) -> list[dict[st
 
 
 PEEK = 1 << 16  # bytes read to tell an empty file or an empty array from rows
+LISTING = {"file_name", "hf_hub_url", "ms_hub_url", "om_hub_url", "script_url"}  # dataset_info.json's "where" keys
 
 
 def shape_problem(path: Path, builder: str) -> str | None:
@@ -141,9 +142,11 @@ def shape_problem(path: Path, builder: str) -> str | None:
     keys = list(whole)
     shown = ", ".join(map(repr, keys[:5])) + (f", ... ({len(keys)} keys in all)" if len(keys) > 5 else "")
     hint = ""
-    if keys and all(isinstance(v, dict) and "file_name" in v for v in whole.values()):
+    files = [v["file_name"] for v in whole.values() if isinstance(v, dict) and "file_name" in v]
+    listed = [v for v in whole.values() if isinstance(v, dict) and LISTING & set(v)]
+    if files and len(listed) * 2 >= len(keys):  # most entries say where a dataset is: a listing, not data
         hint = (f" It looks like LLaMA-Factory's dataset_info.json, which lists datasets: point at the file one "
-                f"of them names, e.g. {whole[keys[0]]['file_name']!r}.")
+                f"of them names, e.g. {files[0]!r}.")
     return (f"the file is one JSON object (keys {shown}), not rows: give a JSON array of row objects "
             f"([{{...}}, {{...}}]) or JSON Lines (one object a line).{hint}")
 
