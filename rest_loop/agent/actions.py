@@ -45,11 +45,11 @@ class Action:
 
 
 def argument_shape(spec: dict, max_chars: int, quote: bool = False) -> str:
-    """A regex for a one-string action's argument: the parameter's JSON-schema `pattern` where it has one
-    (anchors dropped), else any text on one line without the format's delimiters."""
-    pattern = spec["function"]["parameters"]["properties"][first_parameter(spec)].get("pattern")
+    """A regex for a one-string action's argument: the parameter's `x-action-pattern` where the tool gives
+    one (the calculator: digits and operators), else any text on one line without the format's delimiters."""
+    pattern = spec["function"]["parameters"]["properties"][first_parameter(spec)].get("x-action-pattern")
     if pattern:
-        return f"({pattern.removeprefix('^').removesuffix('$')})"
+        return f"({pattern})"
     return rf'[^"\\\n]{{1,{max_chars}}}' if quote else rf"[^\[\]\n]{{1,{max_chars}}}"
 
 

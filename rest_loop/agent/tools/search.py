@@ -23,11 +23,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import bm25s
 import numpy as np
 
 from rest_loop.agent.tools.base import Tool
 from rest_loop.config import DataError
+
+
+def _import_bm25s():
+    """bm25s, without its optional numba backend (we score with numpy). bm25s imports numba whenever it is
+    installed, and vLLM installs it; once llvmlite is loaded, vLLM-CPU's kernel registration, which scans
+    every module's objects when an engine starts, fails on one of llvmlite's (AttributeError:
+    '_lib_fn_wrapper' object has no attribute 'get'). Hiding numba while bm25s imports keeps it unloaded."""
+    import importlib
+    import sys
+
+    if "numba" in sys.modules:  # loaded by something else already: nothing to keep out
+        return importlib.import_module("bm25s")
+    sys.modules["numba"] = None  # makes `import numba` raise ImportError, which bm25s handles
+    try:
+        return importlib.import_module("bm25s")
+    finally:
+        del sys.modules["numba"]
+
+
+bm25s = _import_bm25s()
 
 log = logging.getLogger(__name__)
 # How the index is made (tokens, stopwords, scorer); bump it when that changes, so old caches are not read.
