@@ -79,3 +79,23 @@ def test_killed_mid_rollout_resumes_to_identical_trajectories(reference_run, tin
     run_ok([sys.executable, "-m", "rest_loop", f"resume={run_dir}"])
     for name in FILES:
         assert (run_dir / name).read_bytes() == (reference_run / name).read_bytes(), name
+
+
+def test_tool_call_format_rolls_out_with_tool_turns(tiny_model, smollm2, tmp_path):
+    """The chat-template tool-call format (Hermes): constrained turns are tool calls, and each result comes
+    back as a `tool` turn of the template, as token ids."""
+    from transformers import AutoTokenizer
+
+    run_dir = tmp_path / "calls"
+    run_ok(agent_cli(run_dir, tiny_model, "agent=tool_calls", "agent.format.constrain=true", "loop.rounds=0",
+                     "eval.max_tokens=64", "agent.format.max_chars=8", "eval.pass_k=8"))
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    trajectories = read_jsonl(run_dir / "round_000/eval/completions.jsonl") + \
+        read_jsonl(run_dir / "round_000/eval/samples.jsonl")  # greedy, then 8 sampled per question
+    steps = [s for t in trajectories for s in t["steps"]]
+    assert steps and all(s["parse"] == "ok" and s["text"].startswith("<tool_call>") for s in steps
+                         if s["finish_reason"] == "stop")
+    ran = [s for s in steps if s["observation_ids"]]
+    assert ran, "no tool ran"
+    assert all("<|im_start|>tool\n" in tokenizer.decode(s["observation_ids"]) for s in ran)
+    assert "<tools>" in tokenizer.decode(trajectories[0]["prompt_ids"])  # SmolLM2's template has no tools=

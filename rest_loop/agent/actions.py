@@ -135,8 +135,9 @@ class ToolCallFormat(Format):
     CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 
     def __init__(self, prompts_dir: str, system_template: str = "agent/tool_calls.j2", constrain: bool = False,
-                 max_chars: int = 200):
+                 thought: bool = False, max_chars: int = 200):
         super().__init__(prompts_dir, system_template, constrain, max_chars)
+        self.thought = thought  # a line of reasoning before the call (what Qwen writes unprompted)
 
     def parse(self, text: str, params: dict[str, str]) -> Action:
         calls = self.CALL.findall(text)
@@ -162,4 +163,5 @@ class ToolCallFormat(Format):
         calls = "|".join(rf'\{{"name": "{re.escape(s["function"]["name"])}", "arguments": '
                          rf'\{{"{re.escape(first_parameter(s))}": "{argument_shape(s, self.max_chars, True)}"\}}\}}'
                          for s in specs)
-        return rf"<tool_call>\n({calls})\n</tool_call>"
+        call = rf"<tool_call>\n({calls})\n</tool_call>"
+        return rf"[^\n<]{{1,{self.max_chars}}}\n{call}" if self.thought else call
