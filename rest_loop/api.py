@@ -51,6 +51,9 @@ def run(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> 
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
+    from rest_loop.rundir import forget_claims
+
+    forget_claims()  # the same name in the same second is a new folder, as for a new rest-loop process
     cfg = compose(overrides, config_dir)
     run_dir = Path(cfg.hydra.run.dir)  # a fresh folder claimed now (or the resumed run's)
     with open_dict(cfg):

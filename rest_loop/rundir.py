@@ -43,6 +43,11 @@ def claim(resume: str | None, fresh: str) -> str:
     return _CLAIMED[fresh]
 
 
+def forget_claims() -> None:
+    """A new job in this process (rest_loop.run called again) gets folders of its own, even in the same second."""
+    _CLAIMED.clear()
+
+
 @contextlib.contextmanager
 def locked(run_dir: Path) -> Iterator[None]:
     """Hold run_dir/.lock while a process works in the run; the kernel drops it when the process dies."""

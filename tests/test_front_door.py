@@ -151,3 +151,17 @@ def test_a_reward_must_count_the_tasks_gold_answers_as_correct(caplog):
     with caplog.at_level(logging.WARNING):
         check_gold(reward("verifier"), gsm8k)
     assert "reward verifier counts 11 of 12 gold answers of task gsm8k as correct" in caplog.text
+
+
+def test_each_python_run_gets_a_folder_of_its_own_even_in_the_same_second(tmp_path):
+    """rest_loop.run forgets the folders an earlier run in the process claimed (a sweep's members share theirs)."""
+    from rest_loop.api import compose
+    from rest_loop.rundir import forget_claims
+
+    same = ["hydra.run.dir='${fresh_dir:${resume},${paths.runs}/${name}/same-second}'", f"paths.runs={tmp_path}"]
+    folders = []
+    for _ in range(2):
+        forget_claims()  # what rest_loop.run does first
+        folders.append(compose(same).hydra.run.dir)
+    assert folders == [f"{tmp_path}/default/same-second", f"{tmp_path}/default/same-second_2"]
+    assert compose(same).hydra.run.dir == folders[-1]  # within one job, resolved again: the same folder
