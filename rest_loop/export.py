@@ -262,6 +262,13 @@ def main(argv: list[str] | None = None) -> None:
     if not args.run_dir.is_dir():
         parser.exit(2, f"{parser.prog}: error: {args.run_dir} is not a directory\n")
     formats = FORMATS if args.format == "all" else [args.format]
+    from rest_loop.agent.export import export_agent, is_agent_run
+
+    if is_agent_run(args.run_dir):  # trajectories: tool-calling data, not prompt-completion pairs
+        summary = export_agent(args.run_dir, args.out)
+        print(f"kept trajectories per round {summary['trajectories']} written to {summary['out']} "
+              "(ShareGPT with function_call/observation turns, and OpenAI tool_calls messages)", flush=True)
+        return
     try:
         summary = export(args.run_dir, args.out, formats, args.rounds, args.which)
     except (FileNotFoundError, ValueError) as e:

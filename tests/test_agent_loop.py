@@ -99,3 +99,25 @@ def test_tool_call_format_rolls_out_with_tool_turns(tiny_model, smollm2, tmp_pat
     assert ran, "no tool ran"
     assert all("<|im_start|>tool\n" in tokenizer.decode(s["observation_ids"]) for s in ran)
     assert "<tools>" in tokenizer.decode(trajectories[0]["prompt_ids"])  # SmolLM2's template has no tools=
+
+
+def test_kept_trajectories_export_as_tool_data_and_read_back(reference_run, tmp_path):
+    from rest_loop.agent.data import load_tool_data
+    from rest_loop.export import main as export_main
+
+    export_main([str(reference_run), "--out", str(tmp_path / "out")])
+    kept = {(e["prompt_id"], e["sample_idx"]) for e in read_jsonl(reference_run / "round_001/improve/kept.jsonl")}
+    trajectories = {(t["prompt_id"], t["sample_idx"]): t
+                    for t in read_jsonl(reference_run / "round_001/grow/trajectories.jsonl")}
+    lineage = read_jsonl(tmp_path / "out/round_001.lineage.jsonl")
+    assert {(r["prompt_id"], r["sample_idx"]) for r in lineage} == kept
+    for name in ("round_001.tools_sharegpt.json", "round_001.tools_openai.jsonl"):
+        back = load_tool_data(tmp_path / "out" / name)
+        assert len(back) == len(kept)
+        for row, conversation in zip(lineage, back):
+            steps = trajectories[row["prompt_id"], row["sample_idx"]]["steps"]
+            ran = [(s["tool"], s["arguments"], s["observation"]) for s in steps if s["observation"] is not None]
+            assert [(s.tool, s.arguments, s.observation) for s in conversation.trajectory.steps
+                    if s.observation is not None] == ran
+    info = read_json(tmp_path / "out/dataset_info.json")
+    assert info["round_001_tools"]["tags"]["function_tag"] == "function_call"
