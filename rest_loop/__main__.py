@@ -74,7 +74,8 @@ class MemberFailed(Exception):
 
 
 def run(cfg: DictConfig) -> float | None:
-    from rest_loop.loop import Run  # heavy imports only once the config is known to be good
+    from rest_loop.agent.loop import AgentRun  # heavy imports only once the config is known to be good
+    from rest_loop.loop import Run
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     with locked(run_dir):  # a second resume of a run still going stops here
@@ -86,7 +87,7 @@ def run(cfg: DictConfig) -> float | None:
             cfg.paths.run_dir = str(run_dir)
         typed = validate(cfg)
         atomic_write_text(Path(typed.paths.run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
-        loop = Run(typed, cfg)
+        loop = (AgentRun if cfg.env is not None else Run)(typed, cfg)  # an environment makes it an agent's run
         try:
             return loop.run()
         finally:

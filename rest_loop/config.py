@@ -331,6 +331,8 @@ class RunConfig:
     task: Any = None
     reward: Any = None
     judge: Any = None  # the judge backend the reward's judge terms use (`${judge}`)
+    env: Any = None  # an agent's environment (conf/env/): its tools, step limit and finish tool; null: no agent
+    agent: Any = None  # an agent's action format and training mode (conf/agent/)
     filter: FilterConfig = field(default_factory=FilterConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
