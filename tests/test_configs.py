@@ -14,7 +14,8 @@ from rest_loop.config import ConfigError, RunConfig, validate
 from tests.conftest import compose_config
 from pathlib import Path
 
-GROUPS = ["model", "task", "reward", "filter", "sampler", "trainer", "loop", "eval", "paths", "experiment", "judge"]
+GROUPS = ["model", "task", "reward", "filter", "sampler", "trainer", "loop", "eval", "paths", "experiment", "judge",
+          "env", "agent"]
 
 
 def options(group: str) -> list[str]:
@@ -32,6 +33,8 @@ def test_every_option_composes(group, option):
         overrides.append("task=classification")
     if (group, option) == ("judge", "openai"):
         overrides.append("judge.model=some-judge")
+    if group == "env" and option.startswith("search"):
+        overrides.append("task=multihop")  # the search tool reads the task's corpus
     cfg = compose_config(*overrides)
     typed = validate(cfg)
     assert isinstance(typed, RunConfig)
