@@ -99,6 +99,9 @@ class Engine:
         gpu = on_gpu()
         if not gpu:
             use_all_cpu_cores()
+        # vLLM gives up on a structured-output regex after 5 s, and an agent's action regex took longer on a
+        # busy 2-core machine: the run then hung with no progress. Each regex is compiled once and cached.
+        os.environ.setdefault("VLLM_REGEX_COMPILATION_TIMEOUT_S", "120")
         dtype = model.dtype if model.dtype != "auto" else ("bfloat16" if gpu else "float32")
         eager = model.enforce_eager if model.enforce_eager is not None else not gpu
         block = model.block_size or (None if gpu else CPU_BLOCK_SIZE)
