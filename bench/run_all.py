@@ -1,7 +1,7 @@
 """Run every benchmark in sequence, keep their BENCH lines, print one markdown table.
 
-    .venv/bin/python bench/run_all.py                  # about 20 minutes on a quiet 2-core machine
-    .venv/bin/python bench/run_all.py --quick          # each benchmark's --quick size, about 8 minutes
+    .venv/bin/python bench/run_all.py                  # about 30 minutes on a quiet 2-core machine
+    .venv/bin/python bench/run_all.py --quick          # each benchmark's --quick size, about 12 minutes
     .venv/bin/python bench/run_all.py --only grow judge --run runs/demo/<time>
 
 Results go to bench/results/<date>_<time>.jsonl (one BENCH record per line, written as each
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["grow", "judge", "finetune", "transition", "scaling", "e2e"]  # e2e reads scaling's line: keep it last
+ORDER = ["grow", "judge", "agent", "finetune", "transition", "scaling", "e2e"]  # e2e reads scaling's line: keep it last
 
 
 def run_one(name: str, args, results: Path, logs: Path) -> dict:
