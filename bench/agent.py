@@ -143,7 +143,23 @@ class CacheTally:
                 "fraction": frac(cached, prompt) if cached is not None else None}
 
 
-def stats(setup: Setup, trajectories, tokens: int) -> dict:
+def canonical(tokenizer, steps) -> dict | None:
+    """How many generated turns are not the tokenizer's own tokenization of their text (constrained decoding
+    can spell `Action:` as A|ct|i|on|:), and generated tokens over the canonical count. None without token ids
+    (the server side: its history is re-tokenized from text every turn, so it always reads the canonical form)."""
+    pairs = []
+    for s in steps:
+        if not s.token_ids:
+            return None
+        body = s.token_ids[:-1] if s.token_ids[-1] == tokenizer.eos_token_id else s.token_ids
+        pairs.append((body, tokenizer(s.text, add_special_tokens=False).input_ids))
+    if not pairs:
+        return None
+    return {"non_canonical_steps": round(sum(a != b for a, b in pairs) / len(pairs), 4),
+            "token_inflation": round(sum(len(a) for a, _ in pairs) / max(1, sum(len(b) for _, b in pairs)), 3)}
+
+
+def stats(setup: Setup, trajectories, tokens: int, tokenizer=None) -> dict:
     """What each side's trajectories look like: they should be alike (same model, same sampling)."""
     from rest_loop.improve.verifiers import NumericMatch
 
@@ -158,7 +174,8 @@ def stats(setup: Setup, trajectories, tokens: int) -> dict:
             "mean_steps": round(len(steps) / len(trajectories), 3) if trajectories else None,
             "valid_action_rate": round(sum(s.parse == "ok" for s in steps) / len(steps), 4) if steps else None,
             "answered": sum(t.answer is not None for t in trajectories), "correct": correct,
-            "stops": stops, "tokens": tokens}
+            "stops": stops, "tokens": tokens,
+            "tokenization": canonical(tokenizer, steps) if tokenizer is not None else None}
 
 
 # --- ours: rest_loop.agent.rollout ---------------------------------------------------------------------------
@@ -423,7 +440,7 @@ def main() -> None:
                 load = os.getloadavg()[0]
                 with common.timed(t):
                     trajectories, tokens = call(tally_ref[0])
-                results.setdefault(name, []).append(stats(setup, trajectories, tokens))
+                results.setdefault(name, []).append(stats(setup, trajectories, tokens, eng.tokenizer))
                 tallies[name] = tally_ref[0].summary()
                 dumps[name] = trajectories
                 out = {"traj_s": len(trajectories) / t[0], "tok_s": tokens / t[0], "seconds": t[0],
@@ -488,6 +505,11 @@ def main() -> None:
         print(f"  {k:<10} {st['trajectories']:>5} {st['steps']:>6} {st['mean_steps']:>5} "
               f"{st['valid_action_rate']:>6} {st['answered']:>8} {st['correct']:>7} {st['tokens']:>7}  {st['stops']}",
               flush=True)
+    for k in names:
+        tk = results[k][-1]["tokenization"]
+        if tk:
+            common.line(f"{k}: turns not canonically tokenized", f"{tk['non_canonical_steps']:.0%}",
+                        f"generated / canonical tokens {tk['token_inflation']}")
     for k in names:
         c = tallies[k]
         per = "; ".join(f"step {i}: {v['cached']}/{v['prompt']}" + (f" ({v['fraction']:.0%})" if v["fraction"]
