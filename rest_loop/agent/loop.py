@@ -20,15 +20,16 @@ import time
 from omegaconf import DictConfig
 
 from rest_loop.agent import evaluate as agent_eval
+from rest_loop.agent.feedback import describe as describe_feedback, step_examples
 from rest_loop.agent.grow import answer_sample, grow, training_examples
 from rest_loop.agent.records import TokenExample, Trajectory
 from rest_loop.agent.rollout import describe
 from rest_loop.config import ConfigError, RunConfig
-from rest_loop.engine import Policy
+from rest_loop.engine import BASE, Policy, adapter_id, draw_seed
 from rest_loop.improve.filters import NothingKept, select
 from rest_loop.loop import Run, build, improve_stats, judge_cache, lower_threshold
 from rest_loop.report import write_csv
-from rest_loop.store import read_json, read_jsonl, write_json, write_jsonl
+from rest_loop.store import Stage, read_json, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 MODES = ("step", "trajectory")
@@ -44,7 +45,13 @@ class AgentRun(Run):
         self.train_on = raw.agent.train_on
         if self.train_on not in MODES:
             raise ConfigError(f"agent.train_on={self.train_on!r}: must be one of {', '.join(MODES)}")
-        self.manifest.note(env=self.env.identity(), agent_format=self.fmt.version(), train_on=self.train_on)
+        feedback = raw.agent.get("step_feedback")
+        self.feedback = build(feedback) if feedback is not None and feedback.k > 0 else None
+        if self.feedback is not None and self.train_on != "step":
+            raise ConfigError(f"agent.step_feedback.k={feedback.k} chooses a target per step: it needs "
+                              f"agent.train_on=step, not {self.train_on!r}")
+        self.manifest.note(env=self.env.identity(), agent_format=self.fmt.version(), train_on=self.train_on,
+                           step_feedback=self.feedback.version if self.feedback else None)
 
     def grow(self, r: int, policy: Policy) -> list[Trajectory]:
         stage = self.stage(r, "grow")
@@ -74,13 +81,31 @@ class AgentRun(Run):
             chosen, stages = select(answers, judgements, f, round=r, seed=self.cfg.seed, step=step)
             by_key = {(t.prompt_id, t.sample_idx): t for t in trajectories}
             kept = [(by_key[s.prompt_id, s.sample_idx], j.score) for s, j in chosen]
-            examples = training_examples(kept, self.train_on, self.reward.version, step, self.cfg.trainer.max_length)
+            if self.feedback is None or not kept:
+                examples = training_examples(kept, self.train_on, self.reward.version, step,
+                                             self.cfg.trainer.max_length)
+            else:  # each kept step's target is the best of its own turn and k alternatives from its history
+                name, policy = kept[0][0].policy, BASE
+                if name != BASE.name:  # the policy that grew them, as its fine-tune stage made it
+                    made = Stage(self.dir / f"round_{self.tuned_at[name][0]:03d}" / self.tuned_at[name][1])
+                    out = made.info["output"]
+                    full = self.cfg.trainer.method == "full"
+                    policy = Policy(name, model=out) if full else Policy(name, out, adapter_id(out))
+                log.info("round %d: step feedback on the %d steps of %d kept trajectories (k=%d)", r,
+                         sum(len(t.steps) for t, _ in kept), len(kept), self.feedback.k)
+                choices = self.feedback(self.ready(policy), policy, self.fmt, self.env.specs(), self.cfg.sampler, kept,
+                                        self.prompts, seed=draw_seed(self.cfg.seed, r, step, "step_feedback"))
+                write_jsonl(stage / "step_feedback.jsonl", choices)
+                examples = step_examples(choices, by_key, f"{self.reward.version}+{self.feedback.version}", step,
+                                         self.cfg.trainer.max_length)
             stats = improve_stats(judgements, stages, f.threshold_at(r, step), examples)
             stats.update(kept_trajectories=len(kept), prompts_with_kept=len({t.prompt_id for t, _ in kept}),
                          keep_rate=len(kept) / len(trajectories) if trajectories else 0.0, train_on=self.train_on,
                          examples=len(examples))
             stats["reward_terms"] = read_json(self.stage(r, "improve") / "reward_terms.json")
             stats["judge_cache"] = judge_cache(stats["reward_terms"])
+            if self.feedback is not None and kept:
+                stats["step_feedback"] = describe_feedback(choices, self.feedback.last_stats)
             write_json(stage / "stats.json", stats)
             if len(kept) < f.min_keep or not examples:
                 raise NothingKept(

@@ -27,6 +27,7 @@ import math
 import random
 import re
 from collections import defaultdict
+from typing import Callable
 
 from rest_loop.config import ConfigError
 from rest_loop.improve.backends import Request, ask
@@ -105,70 +106,87 @@ class RankingJudge:
                        attempt=attempt, temperature=self.temperature if attempt == 0 else self.retry_temperature)
 
     def __call__(self, prompts: list[Prompt], samples: list[Sample], attempt: int = 0) -> list[Result]:
-        by_prompt: dict[str, list[int]] = defaultdict(list)
-        for i, s in enumerate(samples):
-            by_prompt[s.prompt_id].append(i)
-        results: list[Result | None] = [None] * len(samples)
-        groups, requests = [], []
-        for indices in by_prompt.values():
-            if len(indices) == 1:
-                results[indices[0]] = Result(None, "error", "one candidate for this prompt: nothing to rank against")
-                continue
-            for group in split(indices, self.group_size):
-                shown = sorted(group, key=lambda i: samples[i].sample_idx)
-                seed = f"{self.seed}:{samples[shown[0]].prompt_id}:{','.join(str(samples[i].sample_idx) for i in shown)}:{attempt}"
-                random.Random(seed).shuffle(shown)
-                passes = [shown, shown[::-1]] if self.second_pass else [shown]
-                groups.append((shown, seed))
-                requests += [self.request(prompts[shown[0]], [samples[i].text for i in order], attempt)
-                             for order in passes]
-        replies = iter(ask(self.backend, requests))
-        for shown, seed in groups:
-            passes = [(shown, next(replies))] + ([(shown[::-1], next(replies))] if self.second_pass else [])
-            for i, result in self.score(samples, passes, seed).items():
-                results[i] = result
-        return results  # type: ignore[return-value]
-
-    def score(self, samples: list[Sample], passes: list, seed: str) -> dict[int, Result]:
-        """Results for one group from its (display order, reply) passes."""
-        k = len(passes[0][0])
-        rankings, texts = [], []
-        for order, reply in passes:
-            texts.append(reply.text)
-            if (bad := failed(reply)) is not None:
-                return {i: bad for i in order}
-            ranked, why = parse_ranking(reply.text, k)
-            rankings.append([order[c - 1] for c in ranked] if ranked else None)
-            if ranked is None and len(rankings) == 1:  # the first pass decides; a failed second pass is recorded
-                raw = {"shown": [samples[i].sample_idx for i in order], "shuffle_seed": seed, "text": reply.text}
-                return {i: Result(None, "unparsed", why, raw) for i in order}
-        shown = passes[0][0]
-        raw = {"shown": [samples[i].sample_idx for i in shown], "shuffle_seed": seed, "texts": texts,
-               "ranking": [samples[i].sample_idx for i in rankings[0]], "first_shown_won": rankings[0][0] == shown[0]}
-        if self.second_pass:
-            second = rankings[1]
-            raw["second_ranking"] = [samples[i].sample_idx for i in second] if second else None
-            if second:
-                raw.update(agree_best=second[0] == rankings[0][0], kendall_tau=kendall_tau(rankings[0], second))
-        usable = [r for r in rankings if r is not None]
-        out = {}
-        for i in shown:
-            places = [r.index(i) for r in usable]
-            score = sum((k - 1 - p) / (k - 1) for p in places) / len(places)
-            reason = "ranked " + ", ".join(f"{p + 1} of {k}" for p in places)
-            out[i] = Result(score, "ok", reason, raw)
-        return out
+        return rank(prompts, samples, lambda p, shown, a: self.request(p, [s.text for s in shown], a), self.backend,
+                    self.group_size, self.seed, self.second_pass, attempt)
 
     def stats(self, results: list[Result]) -> dict:
-        """Position bias: how often the first-shown candidate wins (1/K if none), and pass agreement."""
-        groups = {r.raw["shuffle_seed"]: r.raw for r in results if r.status == "ok" and r.raw}
-        out = judge_stats(results)
-        out["groups_ranked"] = len(groups)
-        if groups:
-            out["first_shown_won"] = sum(g["first_shown_won"] for g in groups.values()) / len(groups)
-            out["first_shown_won_if_no_bias"] = sum(1 / len(g["shown"]) for g in groups.values()) / len(groups)
-            both = [g for g in groups.values() if "agree_best" in g]
-            if both:
-                out["second_pass_agree_best"] = sum(g["agree_best"] for g in both) / len(both)
-                out["second_pass_kendall_tau"] = sum(g["kendall_tau"] for g in both) / len(both)
-        return out
+        return ranking_stats(results)
+
+
+def rank(prompts: list[Prompt], samples: list, render: Callable[[Prompt, list, int], Request], backend,
+         group_size: int, seed, second_pass: bool, attempt: int = 0) -> list[Result]:
+    """Rank each prompt's samples in groups of at most `group_size`, shown in a seeded shuffled order.
+
+    `render(prompt, shown, attempt)` is the judge's request for one group, its samples in display
+    order; a sample needs `prompt_id`, `sample_idx` and whatever `render` reads (a ranking judge's
+    text, an agent judge's trajectory). The ranking judges share this, so their shuffles, statuses
+    and position-bias records are the same."""
+    by_prompt: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        by_prompt[s.prompt_id].append(i)
+    results: list[Result | None] = [None] * len(samples)
+    groups, requests = [], []
+    for indices in by_prompt.values():
+        if len(indices) == 1:
+            results[indices[0]] = Result(None, "error", "one candidate for this prompt: nothing to rank against")
+            continue
+        for group in split(indices, group_size):
+            shown = sorted(group, key=lambda i: samples[i].sample_idx)
+            idxs = ",".join(str(samples[i].sample_idx) for i in shown)
+            key = f"{seed}:{samples[shown[0]].prompt_id}:{idxs}:{attempt}"
+            random.Random(key).shuffle(shown)
+            passes = [shown, shown[::-1]] if second_pass else [shown]
+            groups.append((shown, key))
+            requests += [render(prompts[shown[0]], [samples[i] for i in order], attempt) for order in passes]
+    replies = iter(ask(backend, requests))
+    for shown, key in groups:
+        passes = [(shown, next(replies))] + ([(shown[::-1], next(replies))] if second_pass else [])
+        for i, result in score_group(samples, passes, key, second_pass).items():
+            results[i] = result
+    return results  # type: ignore[return-value]
+
+
+def score_group(samples: list, passes: list, seed: str, second_pass: bool) -> dict[int, Result]:
+    """Results for one group from its (display order, reply) passes."""
+    k = len(passes[0][0])
+    rankings, texts = [], []
+    for order, reply in passes:
+        texts.append(reply.text)
+        if (bad := failed(reply)) is not None:
+            return {i: bad for i in order}
+        ranked, why = parse_ranking(reply.text, k)
+        rankings.append([order[c - 1] for c in ranked] if ranked else None)
+        if ranked is None and len(rankings) == 1:  # the first pass decides; a failed second pass is recorded
+            raw = {"shown": [samples[i].sample_idx for i in order], "shuffle_seed": seed, "text": reply.text}
+            return {i: Result(None, "unparsed", why, raw) for i in order}
+    shown = passes[0][0]
+    raw = {"shown": [samples[i].sample_idx for i in shown], "shuffle_seed": seed, "texts": texts,
+           "ranking": [samples[i].sample_idx for i in rankings[0]], "first_shown_won": rankings[0][0] == shown[0]}
+    if second_pass:
+        second = rankings[1]
+        raw["second_ranking"] = [samples[i].sample_idx for i in second] if second else None
+        if second:
+            raw.update(agree_best=second[0] == rankings[0][0], kendall_tau=kendall_tau(rankings[0], second))
+    usable = [r for r in rankings if r is not None]
+    out = {}
+    for i in shown:
+        places = [r.index(i) for r in usable]
+        score = sum((k - 1 - p) / (k - 1) for p in places) / len(places)
+        reason = "ranked " + ", ".join(f"{p + 1} of {k}" for p in places)
+        out[i] = Result(score, "ok", reason, raw)
+    return out
+
+
+def ranking_stats(results: list[Result]) -> dict:
+    """Position bias: how often the first-shown candidate wins (1/K if none), and pass agreement."""
+    groups = {r.raw["shuffle_seed"]: r.raw for r in results if r.status == "ok" and r.raw}
+    out = judge_stats(results)
+    out["groups_ranked"] = len(groups)
+    if groups:
+        out["first_shown_won"] = sum(g["first_shown_won"] for g in groups.values()) / len(groups)
+        out["first_shown_won_if_no_bias"] = sum(1 / len(g["shown"]) for g in groups.values()) / len(groups)
+        both = [g for g in groups.values() if "agree_best" in g]
+        if both:
+            out["second_pass_agree_best"] = sum(g["agree_best"] for g in both) / len(both)
+            out["second_pass_kendall_tau"] = sum(g["kendall_tau"] for g in both) / len(both)
+    return out
