@@ -24,7 +24,7 @@ FILES = ["round_000/eval/completions.jsonl", "round_001/grow/trajectories.jsonl"
 def agent_cli(run_dir: Path, model: str, *extra: str) -> list[str]:
     return cli(run_dir, model, "experiment=agent_calculator", "task.n_train=4", "task.n_heldout=3", "sampler.n=3",
                "sampler.max_tokens=24", "eval.max_tokens=24", "env.max_steps=3", "filter.threshold=0.0",
-               "filter.max_per_prompt=3", "trainer.epochs=1", "trainer.batch_size=4", *extra)
+               "filter.max_per_prompt=3", "trainer.epochs=1", "trainer.batch_size=4", "agent.train_on=step", *extra)
 
 
 @pytest.fixture(scope="module")
