@@ -87,7 +87,7 @@ def run(cfg: DictConfig) -> float | None:
             cfg.paths.run_dir = str(run_dir)
         typed = validate(cfg)
         atomic_write_text(Path(typed.paths.run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
-        loop = (AgentRun if cfg.env is not None else Run)(typed, cfg)  # an environment makes it an agent's run
+        loop = (AgentRun if cfg.get("env") is not None else Run)(typed, cfg)  # an environment makes it an agent's run
         try:
             return loop.run()
         finally:
