@@ -104,11 +104,16 @@ def gold_outcome(terms: dict[str, tuple[Any, float | None]], prompts: list[Promp
 
 def fitting_rewards(cfg: DictConfig, task) -> list[str]:
     """The reward options (conf/reward/*.yaml and a user's config folders) whose verifier terms count at least
-    half of the task's gold answers as correct; a reward of judges only fits, as there is nothing to check."""
+    half of the task's gold answers as correct; a reward of judges only fits, as there is nothing to check.
+    Rewards whose terms come from rest_loop.agent score trajectories: they are listed for agent runs only."""
     fit = []
+    agent = cfg.get("env") is not None
     for name, path in reward_options().items():
         try:
             spec = OmegaConf.to_container(with_reward(cfg, OmegaConf.load(path)).reward, resolve=True)
+            targets = [str(t.get("_target_", "")) for t in (spec.get("terms") or {}).values()]
+            if not agent and any(t.startswith("rest_loop.agent.") for t in targets):
+                continue  # made for an agent's trajectories (env=...): no fit for a task without tools
             terms = {}
             for key, term in (spec.get("terms") or {}).items():
                 weight, gate = float(term.pop("weight", 1.0)), term.pop("gate", None)

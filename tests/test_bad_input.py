@@ -183,12 +183,16 @@ def test_a_reward_that_cannot_score_the_gold_answers_is_refused_with_those_that_
     code, log = rest_loop(tmp_path / "run", "task=from_file", f"task.source={data}", "task.n_heldout=2")
     assert code == 2
     assert "12 rows" not in log and "11 rows still hold template placeholders {{author}}, {{name}}" in log
+    message = json.loads((tmp_path / "run" / "FAILED").read_text())["error"]
+    fit = message.split("Rewards that fit this task: ")[1].removesuffix(" (reward=<name>)").split(", ")
+    assert {"judge", "judge_ranking", "judge_rationale"} <= set(fit)  # judges: nothing to check without an engine
+    assert not {"verifier", "verifier_judge", "correct_then_judge", "label_match"} & set(fit)
     assert_stopped_before_running(tmp_path / "run", log, 2, (
         "config error: reward=verifier counts only 1 of the 10 gold answers of task 'from_file' as correct, so it "
         "cannot tell a right completion from a wrong one here; its term correct (numeric_match) fails 9 of 10, e.g. "
         "from_file-0: 'no number in the completion' for its reference 'Hello! I am {{name}}, an assistant made by "
         "{{author}}. Wh...'. The run would grow samples, score them all alike and stop at the filter. Rewards that "
-        "fit this task: judge, judge_ranking, judge_rationale (reward=<name>)"))
+        f"fit this task: {', '.join(fit)} (reward=<name>)"))
 
 
 def test_calibrate_with_a_samples_file_that_is_not_there_names_it(tmp_path):

@@ -135,8 +135,11 @@ def test_a_reward_must_count_the_tasks_gold_answers_as_correct(caplog):
     identity = DatasetTask(str(IDENTITY), str(PROMPTS), n_heldout=2)
     cfg = compose_config("task=from_file", f"task.source={IDENTITY}")
     with pytest.raises(ConfigError, match=r"reward=verifier counts only 1 of the 10 gold answers .* Rewards that fit "
-                                          r"this task: judge, judge_ranking, judge_rationale \(reward=<name>\)$"):
+                                          r"this task: .* \(reward=<name>\)$") as stopped:
         check_gold(reward("verifier"), identity, cfg)
+    fit = str(stopped.value).split("Rewards that fit this task: ")[1].removesuffix(" (reward=<name>)").split(", ")
+    assert {"judge", "judge_ranking", "judge_rationale"} <= set(fit) and "verifier_judge" not in fit
+    assert "trajectory_ranking" not in fit  # made for an agent's trajectories, and this run has no env
     check_gold(reward("judge"), identity, cfg)  # a judge: nothing to check without an engine
 
     gsm8k = GSM8KTask(str(PROMPTS), source=str(DATA / "gsm8k_tiny.jsonl"), heldout_split=None, n_heldout=4)
