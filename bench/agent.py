@@ -22,7 +22,8 @@ server  (b) vLLM's OpenAI server (`python -m vllm.entrypoints.openai.api_server`
         runs them): chat messages in (system prompt with the tools, question, then the assistant and
         observation turns), `chat.completions.create` with the same temperature/top_p/top_k/max_tokens
         and the same action regex (`extra_body={"structured_outputs": {"regex": ...}}`), the same
-        parser and tools. Its prefix cache is emptied before each repetition (/reset_prefix_cache).
+        parser and tools; with a lead (agent.format.lead), an assistant message holding it, continued
+        (`continue_final_message`). Its prefix cache is emptied before each repetition (/reset_prefix_cache).
 
 The in-process engine and the server never run at once: the sides run one after another, the order
 reversed every other repetition (A B C, C B A, ...); the server stays up, idle, while the others run.
@@ -53,11 +54,11 @@ NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopb
 # --- the agent demo's config ---------------------------------------------------------------------------
 
 @functools.cache
-def agent_raw(problems: int, n: int | None):
+def agent_raw(problems: int, n: int | None, extra: tuple[str, ...] = ()):
     """conf/experiment/agent_calculator.yaml composed as `rest-loop experiment=agent_calculator` does."""
     from hydra import compose, initialize_config_dir
 
-    overrides = ["experiment=agent_calculator", "paths.run_dir=unused", f"task.n_train={problems}"]
+    overrides = ["experiment=agent_calculator", "paths.run_dir=unused", f"task.n_train={problems}", *extra]
     if n:
         overrides.append(f"sampler.n={n}")
     with initialize_config_dir(config_dir=str(common.CONF), version_base="1.3"):
@@ -67,12 +68,12 @@ def agent_raw(problems: int, n: int | None):
 class Setup:
     """The task's problems, the environment, the format and the sampler the loop would build."""
 
-    def __init__(self, problems: int, n: int | None):
+    def __init__(self, problems: int, n: int | None, extra: tuple[str, ...] = ()):
         from rest_loop.agent.actions import first_parameter
         from rest_loop.config import validate
         from rest_loop.loop import build
 
-        raw = agent_raw(problems, n)
+        raw = agent_raw(problems, n, extra)
         cfg = validate(raw)
         self.model = cfg.model
         self.sampler = cfg.sampler
@@ -86,11 +87,13 @@ class Setup:
 
 # --- one agent step, shared by the peers (the same logic as rollout's) ------------------------------------
 
-def act(setup: Setup, traj, text: str, token_ids: list[int], finish_reason: str | None):
-    """Parse one turn, call its tool; append the Step. Returns the observation text when the
-    trajectory goes on, None when it stopped (its `stop` and `answer` set as rollout sets them)."""
+def act(setup: Setup, traj, generated: str, token_ids: list[int], finish_reason: str | None):
+    """Parse one turn (the format's lead and what was generated after it), call its tool; append the Step.
+    Returns the observation text when the trajectory goes on, None when it stopped (its `stop` and `answer`
+    set as rollout sets them)."""
     from rest_loop.agent.records import Step
 
+    text = setup.fmt.turn_text(generated)
     action = setup.fmt.parse(text, setup.params)
     step = Step(text=text, token_ids=token_ids, finish_reason=finish_reason, parse=action.status,
                 tool=action.tool, arguments=action.arguments, thought=action.thought)
@@ -143,7 +146,7 @@ class CacheTally:
                 "fraction": frac(cached, prompt) if cached is not None else None}
 
 
-def canonical(tokenizer, steps) -> dict | None:
+def canonical(tokenizer, steps, lead: str = "") -> dict | None:
     """How many generated turns are not the tokenizer's own tokenization of their text (constrained decoding
     can spell `Action:` as A|ct|i|on|:), and generated tokens over the canonical count. None without token ids
     (the server side: its history is re-tokenized from text every turn, so it always reads the canonical form)."""
@@ -152,7 +155,8 @@ def canonical(tokenizer, steps) -> dict | None:
         if not s.token_ids:
             return None
         body = s.token_ids[:-1] if s.token_ids[-1] == tokenizer.eos_token_id else s.token_ids
-        pairs.append((body, tokenizer(s.text, add_special_tokens=False).input_ids))
+        generated = s.text[len(lead):] if s.text.startswith(lead) else s.text  # the lead is read, not generated
+        pairs.append((body, tokenizer(generated, add_special_tokens=False).input_ids))
     if not pairs:
         return None
     return {"non_canonical_steps": round(sum(a != b for a, b in pairs) / len(pairs), 4),
@@ -175,7 +179,7 @@ def stats(setup: Setup, trajectories, tokens: int, tokenizer=None) -> dict:
             "valid_action_rate": round(sum(s.parse == "ok" for s in steps) / len(steps), 4) if steps else None,
             "answered": sum(t.answer is not None for t in trajectories), "correct": correct,
             "stops": stops, "tokens": tokens,
-            "tokenization": canonical(tokenizer, steps) if tokenizer is not None else None}
+            "tokenization": canonical(tokenizer, steps, setup.fmt.lead()) if tokenizer is not None else None}
 
 
 # --- ours: rest_loop.agent.rollout ---------------------------------------------------------------------------
@@ -349,11 +353,15 @@ async def server_loop(client, setup: Setup, p, i: int, tally: CacheTally, reques
     extra = {"top_k": sampler.top_k}
     if setup.regex:
         extra["structured_outputs"] = {"regex": setup.regex}
+    lead = setup.fmt.lead()
+    if lead:  # the turn opens with the lead and the server continues it, as ours reads it
+        extra.update(continue_final_message=True, add_generation_prompt=False)
     messages = setup.fmt.messages(p.messages, setup.specs, native_tools=False)
     traj, tokens = new_trajectory(p, i), 0
     for k in range(setup.env.max_steps):
         r = await client.chat.completions.create(
-            model=SERVED_NAME, messages=messages, n=1, temperature=sampler.temperature, top_p=sampler.top_p,
+            model=SERVED_NAME, messages=[*messages, {"role": "assistant", "content": lead}] if lead else messages,
+            n=1, temperature=sampler.temperature, top_p=sampler.top_p,
             max_tokens=sampler.max_tokens, extra_body=extra, timeout=request_timeout)
         choice, usage = r.choices[0], r.usage
         details = getattr(usage, "prompt_tokens_details", None)
@@ -363,7 +371,8 @@ async def server_loop(client, setup: Setup, p, i: int, tally: CacheTally, reques
         observation = act(setup, traj, text, [], choice.finish_reason)
         if observation is None:
             break
-        messages = [*messages, {"role": "assistant", "content": text}, setup.fmt.observation_message(observation)]
+        messages = [*messages, {"role": "assistant", "content": setup.fmt.turn_text(text)},
+                    setup.fmt.observation_message(observation)]
         if usage.prompt_tokens + usage.completion_tokens + sampler.max_tokens > 2 * setup.model.max_model_len:
             break  # never reached at the demo's sizes; bounds the loop whatever the server says
     return traj, tokens
@@ -396,6 +405,8 @@ def main() -> None:
     p.add_argument("--no-server", action="store_true", help="skip (b), vLLM's OpenAI server")
     p.add_argument("--startup-timeout", type=float, default=900, help="seconds to wait for the server's /health")
     p.add_argument("--request-timeout", type=float, default=600, help="seconds per chat completion request")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Hydra override on the demo's config, e.g. agent.format.lead=true (repeatable)")
     p.add_argument("--dump", help="write each side's last trajectories to this JSONL file (side, trajectory)")
     args = p.parse_args()
     if args.quick:
@@ -405,7 +416,7 @@ def main() -> None:
 
     from rest_loop.engine import draw_seed
 
-    setup = Setup(args.problems, args.n)
+    setup = Setup(args.problems, args.n, tuple(args.set))
     n = setup.sampler.n
     assert setup.model.source == common.demo_config().model.source, "the agent demo's model is the demo's"
     eng = common.engine()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -111,23 +112,35 @@ class Run:
         return self.engine if policy.model is None else self._tuned
 
     def grow(self, r: int, policy: Policy) -> list[Sample]:
+        def make() -> list[Sample]:
+            log.info("round %d: grow %d x %d with %s", r, len(self.task.train), self.cfg.sampler.n, policy.name)
+            return grow(self.ready(policy), policy, self.task.train, self.cfg.sampler, r, self.pools)
+
+        def counts(samples: list[Sample]) -> dict:
+            tokens = sum(s.num_tokens for s in samples)
+            return dict(samples=len(samples), tokens=tokens, mean_tokens=tokens / len(samples),
+                        **diversity([s.text for s in samples]))
+
+        return self.grow_stage(r, policy, "samples.jsonl", Sample, make, counts)
+
+    def grow_stage(self, r: int, policy: Policy, file: str, cls: type, make: Callable[[], list],
+                   counts: Callable[[list], dict]) -> list:
+        """A round's Grow: `make()` once, its rows in grow/<file> with `counts(rows)` (which holds `tokens`),
+        the time and the pool cache's answer in DONE; read back from there when the stage is done."""
         stage = self.stage(r, "grow")
         if not stage.done:
-            log.info("round %d: grow %d x %d with %s", r, len(self.task.train), self.cfg.sampler.n, policy.name)
             start = time.perf_counter()
-            samples = grow(self.ready(policy), policy, self.task.train, self.cfg.sampler, r, self.pools)
+            rows = make()
             seconds = time.perf_counter() - start
-            write_jsonl(stage / "samples.jsonl", samples)
-            tokens = sum(s.num_tokens for s in samples)
+            write_jsonl(stage / file, rows)
             cache = self.cache_events()
-            stage.finish(samples=len(samples), tokens=tokens, seconds=round(seconds, 1), policy=policy.name,
-                         tokens_per_s=None if cache and cache[0]["hit"] else round(tokens / seconds, 1),
-                         cache=cache[0] if cache else None, mean_tokens=tokens / len(samples),
-                         **diversity([s.text for s in samples]))
+            info = counts(rows)
+            stage.finish(**info, seconds=round(seconds, 1), policy=policy.name, cache=cache[0] if cache else None,
+                         tokens_per_s=None if cache and cache[0]["hit"] else round(info["tokens"] / seconds, 1))
         else:
-            log.info("round %d: grow already done, reusing %s", r, stage / "samples.jsonl")
+            log.info("round %d: grow already done, reusing %s", r, stage / file)
         self.manifest.stage_done(r, "grow", stage.info)
-        return read_jsonl(stage / "samples.jsonl", Sample)
+        return read_jsonl(stage / file, cls)
 
     def improve(self, r: int, step: int, samples: list[Sample]) -> list[KeptExample]:
         stage = self.stage(r, "improve", step)

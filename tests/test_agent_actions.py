@@ -86,6 +86,29 @@ def test_constrained_shapes_parse(react, calls, fmt_name, text, valid):
         assert fmt.parse(text, PARAMS).status == "ok"
 
 
+@pytest.mark.parametrize("thought", [False, True])
+def test_constrained_turns_open_with_the_lead(prompts_dir, tokenizer, thought):
+    """Constrained, a turn's literal start is read in the tokenizer's own spelling (after the prompt and
+    after each observation) and the regex shapes only the rest: lead + generated is a valid action."""
+    for fmt, generated in ((ReactFormat(prompts_dir, constrain=True, thought=thought),
+                            " add\nAction: calculator[2+3]" if thought else " calculator[2+3]"),
+                           (ToolCallFormat(prompts_dir, constrain=True, thought=thought),
+                            ('sum\n<tool_call>' if thought else '') +
+                            '\n{"name": "calculator", "arguments": {"expression": "2+3"}}\n</tool_call>')):
+        lead = fmt.lead()
+        assert lead == {("react", False): "Action:", ("react", True): "Thought:",
+                        ("tool_calls", False): "<tool_call>", ("tool_calls", True): ""}[fmt.name, thought]
+        assert re.fullmatch(fmt.regex(ENV.specs()), generated)
+        assert fmt.parse(fmt.turn_text(generated), PARAMS).tool == "calculator"
+        r = Renderer(tokenizer, fmt, ENV.specs())
+        lead_ids = tokenizer(lead, add_special_tokens=False).input_ids if lead else []
+        prompt = r.prompt_ids(Prompt("p", [{"role": "user", "content": "What is 2+3?"}]))
+        after = r.observation_ids("5", tokenizer.encode("x") + [tokenizer.eos_token_id])
+        assert prompt[len(prompt) - len(lead_ids):] == lead_ids and after[len(after) - len(lead_ids):] == lead_ids
+        assert tokenizer.decode(prompt).endswith(f"<|im_start|>assistant\n{lead}")
+    assert ReactFormat(prompts_dir, constrain=True).version() != ReactFormat(prompts_dir).version()
+
+
 def test_react_system_prompt_lists_the_tools(react):
     messages = react.messages([{"role": "user", "content": "What is 2+3?"}], ENV.specs(), native_tools=False)
     assert messages[0]["role"] == "system" and messages[-1] == {"role": "user", "content": "What is 2+3?"}

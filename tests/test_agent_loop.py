@@ -88,7 +88,6 @@ def test_tool_call_format_rolls_out_with_tool_turns(tiny_model, smollm2, tmp_pat
 
     run_dir = tmp_path / "calls"
     run_ok(agent_cli(run_dir, tiny_model, "agent=tool_calls", "agent.format.constrain=true", "loop.rounds=0",
-                     "agent.format.system_template=agent/tool_calls.j2",  # the experiment's is for react
                      "eval.max_tokens=64", "agent.format.max_chars=8", "eval.pass_k=8"))
     tokenizer = AutoTokenizer.from_pretrained(smollm2)
     trajectories = read_jsonl(run_dir / "round_000/eval/completions.jsonl") + \

@@ -16,6 +16,13 @@ Two formats, chosen by config (`agent.format`):
 records it so. `regex()` is the shape of a valid action, for vLLM's structured outputs
 (`agent.constrain=true`), which makes a small model always write a parsable one.
 
+Constrained (and `lead=true`, the default), every turn begins with the same literal text, its `lead`
+(`Action:`, `Thought:` or `<tool_call>`). The lead is put after the turn's opening as the tokenizer
+spells it, and the policy generates the rest. Left to the grammar, a small model spells the literal
+part in odd pieces (`A|ct|i|on|:` where the tokenizer writes `Action|:`): 1.5x the tokens, and a
+history unlike any text it was trained on. A turn's text is its lead and what the policy generated;
+its token ids are only what the policy generated, the lead being part of what it read.
+
     >>> fmt = ReactFormat(thought=True)
     >>> fmt.parse("Thought: add them\\nAction: calculator[23 + 45]", {"calculator": "expression"})
     Action(status='ok', tool='calculator', arguments={'expression': '23 + 45'}, thought='add them')
@@ -69,12 +76,26 @@ class Format:
     name = "format"
     thought = False  # whether the agent writes a Thought before its action
 
-    def __init__(self, prompts_dir: str, system_template: str, constrain: bool = False, max_chars: int = 200):
+    def __init__(self, prompts_dir: str, system_template: str, constrain: bool = False, max_chars: int = 200,
+                 lead: bool = True):
         self.template = Template(prompts_dir, system_template)
-        self.constrain, self.max_chars = constrain, max_chars
+        self.constrain, self.max_chars, self.use_lead = constrain, max_chars, lead
 
     def version(self) -> str:
-        return f"{self.name}:{self.template.version}:{'constrained' if self.constrain else 'free'}"
+        lead = ":lead" if self.lead() else ""
+        return f"{self.name}:{self.template.version}:{'constrained' if self.constrain else 'free'}{lead}"
+
+    def lead(self) -> str:
+        """The literal text every constrained turn begins with, read as the end of the turn's opening
+        (empty when decoding is free or `lead=false`: the policy writes its whole turn)."""
+        return self.literal_start() if self.constrain and self.use_lead else ""
+
+    def literal_start(self) -> str:
+        return ""
+
+    def turn_text(self, generated: str) -> str:
+        """A turn as the agent wrote it: the lead it was given and what it generated."""
+        return self.lead() + generated
 
     def messages(self, question: list[dict], specs: list[dict], native_tools: bool) -> list[dict]:
         """The question's messages with the agent's instructions as (or before) its system prompt."""
@@ -90,6 +111,12 @@ class Format:
         raise NotImplementedError
 
     def regex(self, specs: list[dict]) -> str:
+        """The shape of what the policy generates in a turn: a valid action, after the lead."""
+        full, lead = self.action_regex(specs), re.escape(self.lead())
+        assert full.startswith(lead), "a lead is the literal start of the action's shape"
+        return full[len(lead):]
+
+    def action_regex(self, specs: list[dict]) -> str:
         raise NotImplementedError
 
 
@@ -101,12 +128,15 @@ class ReactFormat(Format):
     THOUGHT = re.compile(r"Thought:\s*(.*?)\s*(?=Action:|$)", re.DOTALL)
 
     def __init__(self, prompts_dir: str, system_template: str = "agent/react.j2", constrain: bool = False,
-                 thought: bool = True, max_chars: int = 200):
-        super().__init__(prompts_dir, system_template, constrain, max_chars)
+                 thought: bool = True, max_chars: int = 200, lead: bool = True):
+        super().__init__(prompts_dir, system_template, constrain, max_chars, lead)
         self.thought = thought
 
     def version(self) -> str:
         return super().version() + (":thought" if self.thought else "")
+
+    def literal_start(self) -> str:
+        return "Thought:" if self.thought else "Action:"
 
     def observation_message(self, text: str) -> dict:
         return {"role": "user", "content": f"Observation: {text}"}
@@ -121,7 +151,7 @@ class ReactFormat(Format):
         return Action("ok", name, {params.get(name, "input"): match.group(2).strip()},
                       thought.group(1).strip() if thought else "")
 
-    def regex(self, specs: list[dict]) -> str:
+    def action_regex(self, specs: list[dict]) -> str:
         actions = "|".join(rf"{re.escape(s['function']['name'])}\[{argument_shape(s, self.max_chars)}\]" for s in specs)
         action = rf"Action: ({actions})"
         return rf"Thought: [^\n]{{1,{self.max_chars}}}\n{action}" if self.thought else action
@@ -135,9 +165,12 @@ class ToolCallFormat(Format):
     CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 
     def __init__(self, prompts_dir: str, system_template: str = "agent/tool_calls.j2", constrain: bool = False,
-                 thought: bool = False, max_chars: int = 200):
-        super().__init__(prompts_dir, system_template, constrain, max_chars)
+                 thought: bool = False, max_chars: int = 200, lead: bool = True):
+        super().__init__(prompts_dir, system_template, constrain, max_chars, lead)
         self.thought = thought  # a line of reasoning before the call (what Qwen writes unprompted)
+
+    def literal_start(self) -> str:
+        return "" if self.thought else "<tool_call>"
 
     def parse(self, text: str, params: dict[str, str]) -> Action:
         calls = self.CALL.findall(text)
@@ -159,7 +192,7 @@ class ToolCallFormat(Format):
             return Action("unparsed", thought=text)
         return Action("ok", call["name"], args, thought=text[:text.find("<tool_call>")].strip())
 
-    def regex(self, specs: list[dict]) -> str:
+    def action_regex(self, specs: list[dict]) -> str:
         calls = "|".join(rf'\{{"name": "{re.escape(s["function"]["name"])}", "arguments": '
                          rf'\{{"{re.escape(first_parameter(s))}": "{argument_shape(s, self.max_chars, True)}"\}}\}}'
                          for s in specs)

@@ -135,8 +135,9 @@ class StepFeedback:
             candidates = [Candidate(0, own.text, own.token_ids, own.parse, own.tool, own.arguments, own.finish_reason)]
             for i, o in enumerate(outs[j * self.k:(j + 1) * self.k]):
                 c = o[0]
-                action = fmt.parse(c.text, params)
-                candidates.append(Candidate(i + 1, c.text, list(c.token_ids), action.status, action.tool,
+                text = fmt.turn_text(c.text)
+                action = fmt.parse(text, params)
+                candidates.append(Candidate(i + 1, text, list(c.token_ids), action.status, action.tool,
                                             action.arguments, c.finish_reason))
             seen: dict[tuple, int] = {}
             for c in candidates:

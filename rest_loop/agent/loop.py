@@ -10,12 +10,13 @@ The run is chosen by config: a run with an `env` (conf/env/) and an `agent` (con
 AgentRun. Its stages write `grow/trajectories.jsonl`, `improve/judgements.jsonl` (one per
 trajectory, scored on its final answer), `improve/kept.jsonl` (the token examples with lineage),
 `finetune/train.jsonl` and `eval/completions.jsonl` (the held-out trajectories with their scores).
+With step feedback (`agent.step_feedback.k`), `improve/step_feedback.jsonl` holds each kept step's own
+turn, its k alternatives and the judge's choice.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 from omegaconf import DictConfig
 
@@ -25,11 +26,11 @@ from rest_loop.agent.grow import answer_sample, grow, training_examples
 from rest_loop.agent.records import TokenExample, Trajectory
 from rest_loop.agent.rollout import describe
 from rest_loop.config import ConfigError, RunConfig
-from rest_loop.engine import BASE, Policy, adapter_id, draw_seed
+from rest_loop.engine import Policy, draw_seed
 from rest_loop.improve.filters import NothingKept, select
 from rest_loop.loop import Run, build, improve_stats, judge_cache, lower_threshold
 from rest_loop.report import write_csv
-from rest_loop.store import Stage, read_json, read_jsonl, write_json, write_jsonl
+from rest_loop.store import read_json, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 MODES = ("step", "trajectory")
@@ -54,23 +55,15 @@ class AgentRun(Run):
                            step_feedback=self.feedback.version if self.feedback else None)
 
     def grow(self, r: int, policy: Policy) -> list[Trajectory]:
-        stage = self.stage(r, "grow")
-        if not stage.done:
+        self.grown_by = policy  # what step feedback draws its alternatives from
+
+        def make() -> list[Trajectory]:
             log.info("round %d: roll out %d x %d trajectories with %s", r, len(self.task.train), self.cfg.sampler.n,
                      policy.name)
-            start = time.perf_counter()
-            trajectories = grow(self.ready(policy), policy, self.env, self.fmt, self.task.train, self.cfg.sampler, r,
-                                self.pools)
-            seconds = time.perf_counter() - start
-            write_jsonl(stage / "trajectories.jsonl", trajectories)
-            cache = self.cache_events()
-            counts = describe(trajectories)
-            stage.finish(**counts, seconds=round(seconds, 1), policy=policy.name, cache=cache[0] if cache else None,
-                         tokens_per_s=None if cache and cache[0]["hit"] else round(counts["tokens"] / seconds, 1))
-        else:
-            log.info("round %d: grow already done, reusing %s", r, stage / "trajectories.jsonl")
-        self.manifest.stage_done(r, "grow", stage.info)
-        return read_jsonl(stage / "trajectories.jsonl", Trajectory)
+            return grow(self.ready(policy), policy, self.env, self.fmt, self.task.train, self.cfg.sampler, r,
+                        self.pools)
+
+        return self.grow_stage(r, policy, "trajectories.jsonl", Trajectory, make, describe)
 
     def improve(self, r: int, step: int, trajectories: list[Trajectory]) -> list[TokenExample]:
         stage = self.stage(r, "improve", step)
@@ -85,12 +78,7 @@ class AgentRun(Run):
                 examples = training_examples(kept, self.train_on, self.reward.version, step,
                                              self.cfg.trainer.max_length)
             else:  # each kept step's target is the best of its own turn and k alternatives from its history
-                name, policy = kept[0][0].policy, BASE
-                if name != BASE.name:  # the policy that grew them, as its fine-tune stage made it
-                    made = Stage(self.dir / f"round_{self.tuned_at[name][0]:03d}" / self.tuned_at[name][1])
-                    out = made.info["output"]
-                    full = self.cfg.trainer.method == "full"
-                    policy = Policy(name, model=out) if full else Policy(name, out, adapter_id(out))
+                policy = self.grown_by
                 log.info("round %d: step feedback on the %d steps of %d kept trajectories (k=%d)", r,
                          sum(len(t.steps) for t, _ in kept), len(kept), self.feedback.k)
                 choices = self.feedback(self.ready(policy), policy, self.fmt, self.env.specs(), self.cfg.sampler, kept,

@@ -4,9 +4,11 @@ Each step is one LLM call (the agent's turn) and, when it called a tool, that to
 Token ids are kept as the engine produced and read them, so fine-tuning trains on exactly what the
 policy generated and saw (nothing is rendered again between Grow and training):
 
-    prompt_ids       the question rendered by the chat template, with the tools (read, never trained on)
+    prompt_ids       the question rendered by the chat template, with the tools, and the format's lead
+                     (read, never trained on)
     step.token_ids   what the policy generated in this step (trained on)
-    step.observation_ids  the tool's reply wrapped in the template's turn markers (read, masked in training)
+    step.observation_ids  the tool's reply wrapped in the template's turn markers, and the next turn's
+                     lead (read, masked in training)
 
 so a trajectory's whole token sequence is prompt_ids + sum(step.token_ids + step.observation_ids).
 """
@@ -26,8 +28,8 @@ StopReason = Literal["finish", "max_steps", "max_tokens", "no_action", "context"
 class Step:
     """One agent turn: the text it generated, the action parsed from it, and the tool's reply."""
 
-    text: str  # what the policy generated, decoded
-    token_ids: list[int]  # exactly those tokens
+    text: str  # the turn, decoded: the format's lead (see actions.py) and what the policy generated
+    token_ids: list[int]  # exactly the tokens the policy generated (the lead ends the ids it read)
     finish_reason: str | None  # the engine's: stop, length
     parse: ParseStatus  # whether an action could be read from `text`
     tool: str | None = None  # the tool called (None when unparsed)

@@ -35,6 +35,7 @@ class Renderer:
         self.native = fmt.name == "tool_calls" and self.renders_tools()
         eos = tokenizer.eos_token_id
         self.stop_ids = set(eos if isinstance(eos, list) else [eos])
+        self.lead_ids = self.encode(fmt.lead()) if fmt.lead() else []  # the start of every turn, canonical
 
     def renders_tools(self) -> bool:
         """Whether the chat template shows `tools=` (Qwen's does; SmolLM2's ignores them)."""
@@ -51,18 +52,18 @@ class Renderer:
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         messages = self.fmt.messages(prompt.messages, self.specs, self.native)
-        return self.encode(self.template(messages, tools=self.specs if self.native else None))
+        return self.encode(self.template(messages, tools=self.specs if self.native else None)) + self.lead_ids
 
     def observation_ids(self, text: str, generated: list[int]) -> list[int]:
         """The tokens after the agent's turn: the end of its turn (unless it generated that itself),
-        the observation turn, and the next turn's opening, as the chat template writes them."""
+        the observation turn, and the next turn's opening, as the chat template writes them, then the lead."""
         turn = [{"role": "user", "content": "?"}, {"role": "assistant", "content": SENTINEL}]
         after = self.template(turn + [self.fmt.observation_message(text)]).split(SENTINEL, 1)[1]
         if generated and generated[-1] in self.stop_ids:  # the policy closed its turn: do not close it twice
             closing = self.tokenizer.decode([generated[-1]])
             if after.startswith(closing):
                 after = after[len(closing):]
-        return self.encode(after)
+        return self.encode(after) + self.lead_ids
 
 
 def step_params(sampler: SamplerConfig, fmt: Format, specs: list[dict]) -> dict:
@@ -107,8 +108,9 @@ def rollout(engine: Engine, policy: Policy, env: Environment, fmt: Format, promp
         still = []
         for t, out in zip(live, outs):
             c, traj = out[0], trajectories[t]
-            action = fmt.parse(c.text, params)
-            step = Step(text=c.text, token_ids=c.token_ids, finish_reason=c.finish_reason, parse=action.status,
+            text = fmt.turn_text(c.text)
+            action = fmt.parse(text, params)
+            step = Step(text=text, token_ids=c.token_ids, finish_reason=c.finish_reason, parse=action.status,
                         tool=action.tool, arguments=action.arguments, thought=action.thought)
             traj.steps.append(step)
             if action.status != "ok":

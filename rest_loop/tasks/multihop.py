@@ -38,8 +38,9 @@ class MultiHopTask(Task):
 
     def __init__(self, seed: int, n_people: int, n_train: int, n_heldout: int, world_dir: str, prompts_dir: str,
                  hops: list[int] | tuple[int, ...] = (1, 2), corpus: str | None = None,
-                 template: str = "tasks/question.j2", system_prompt: str | None = None, metric=None):
-        super().__init__(template, prompts_dir, system_prompt, metric)
+                 template: str = "tasks/question.j2", system_prompt: str | None = None, metric=None,
+                 allow_overlap: bool = False):
+        super().__init__(template, prompts_dir, system_prompt, metric, allow_overlap)
         hops = sorted({int(h) for h in hops})  # Hydra hands a ListConfig
         if not hops or not set(hops) <= {1, 2}:
             raise ConfigError(f"task.hops={hops}: must be a non-empty list of 1 and/or 2")
