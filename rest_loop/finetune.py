@@ -10,7 +10,7 @@ folder vLLM loads as a model).
 With `trainer.save_steps` the trainer checkpoints into `out/trainer`; a fine-tune that was killed
 resumes from its last complete checkpoint when it is called again, and the folder is removed once
 the output is saved. With `trainer.accelerate_config` the same training runs under `accelerate
-launch` (DDP, FSDP, DeepSpeed; see conf/accelerate/), which runs this module in each process:
+launch` (DDP, FSDP, DeepSpeed; see launch/), which runs this module in each process:
 
     python -m rest_loop.finetune OUT/job.json   # what `accelerate launch ... -m rest_loop.finetune` runs
 

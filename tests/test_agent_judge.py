@@ -473,7 +473,7 @@ def test_step_feedback_on_the_engine_trains_on_the_judges_pick(prompts_dir, tiny
     steps = []
     for text, obs in [("Action: search[Dana Whitfield]", "Dana Whitfield works for Orion Mills."),
                       ("Action: finish[Orion Mills]", None)]:
-        ids = renderer.encode(text) + [engine.tokenizer.eos_token_id]
+        ids = renderer.encode(text.removeprefix(fmt.lead())) + [engine.tokenizer.eos_token_id]  # the lead is read
         action = fmt.parse(text, SPECS_PARAMS)
         steps.append(Step(text, ids, "stop", "ok", action.tool, action.arguments, observation=obs,
                           observation_ids=renderer.observation_ids(obs, ids) if obs else [],
@@ -488,7 +488,8 @@ def test_step_feedback_on_the_engine_trains_on_the_judges_pick(prompts_dir, tiny
     for c in choices:
         assert [x.parse for x in c.candidates] == ["ok"] * 3  # constrained draws always parse
         for x in c.candidates[1:]:
-            assert engine.tokenizer.decode(x.token_ids, skip_special_tokens=True) == x.text  # the tokens as drawn
+            drawn = engine.tokenizer.decode(x.token_ids, skip_special_tokens=True)
+            assert fmt.turn_text(drawn) == x.text and x.text.startswith("Action:")  # the lead, then the tokens as drawn
         if c.status == "ok":  # the judge's first-ranked candidate is the target
             assert c.chosen == c.judge["ranking"][0] and c.judge["texts"][0].startswith("Explanation: ")
         else:
