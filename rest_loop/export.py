@@ -3,6 +3,7 @@
     rest-loop-export runs/demo/<time>                                # every format, what was trained on
     rest-loop-export runs/demo/<time> --format sharegpt --rounds 1,2 --out data/demo
     rest-loop-export runs/demo/<time> --which kept                   # grown samples Improve kept, no originals
+    rest-loop-export runs/demo/<time> --model best                   # the policy as a model (rest_loop/ship/)
 
 `--which train` (the default) reads each fine-tune's `round_NNN/finetune*/train.jsonl`: exactly
 what the trainer saw, the task's original data included. `--which kept` reads Improve's
@@ -257,10 +258,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--which", default="train", choices=sorted(SOURCES),
                         help="train: what each fine-tune saw, originals included (default); kept: Improve's kept")
     parser.add_argument("--out", type=Path, help="output folder (default: <run_dir>/export)")
+    parser.add_argument("--model", metavar="POLICY", help="export a policy as a model instead of data: best, "
+                        "round_NNN or round_NNN_S (the adapter, the merged model and a model card)")
+    parser.add_argument("--dtype", help="the merged model's dtype (default: the base's): float32, bfloat16, float16")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # one bar per saved folder drowns the summary
     if not args.run_dir.is_dir():
         parser.exit(2, f"{parser.prog}: error: {args.run_dir} is not a directory\n")
+    if args.model:
+        from rest_loop.ship.model import export_model
+
+        try:
+            summary = export_model(args.run_dir, args.model, args.out, args.dtype)
+        except (FileNotFoundError, ValueError) as e:
+            parser.exit(2, f"{parser.prog}: error: {e}\n")
+        print(f"{summary['policy']} written to {summary['out']}: merged/ ({summary['dtype']})"
+              f"{', adapter/' if summary['adapter'] else ''}, README.md (the model card)", flush=True)
+        return
     formats = FORMATS if args.format == "all" else [args.format]
     from rest_loop.agent.export import export_agent, is_agent_run
 

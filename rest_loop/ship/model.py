@@ -1,0 +1,148 @@
+"""A run's policy as a model people can load: the adapter, the merged model and a model card.
+
+    rest-loop-export runs/demo/<time> --model best          # the best held-out evaluation's policy
+    rest-loop-export runs/demo/<time> --model round_002     # round 2's (round_002_2: its Improve step 2)
+
+What `<out>` (default `<run_dir>/export/model_<policy>`) holds:
+
+    adapter/      the PEFT adapter as the fine-tune saved it (LoRA policies)
+    merged/       the base with the adapter merged in (PEFT's merge_and_unload), as safetensors, with the
+                  tokenizer, its chat template and generation_config.json: `AutoModelForCausalLM.
+                  from_pretrained(out / "merged")` needs neither rest-loop nor PEFT
+    README.md     the model card, from the run: base, method, init, each round's kept examples and
+                  held-out result, the reward, the config, the command that made it
+
+The merged model is saved in the base's dtype unless `--dtype` names another (float32, bfloat16, float16).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from rest_loop.manifest import stage_name
+from rest_loop.store import atomic_write_text, read_json
+
+POLICY = re.compile(r"round_(\d+)(?:_(\d+))?")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def chosen(run_dir: Path, which: str) -> tuple[int, int]:
+    """(round, step) of the policy `which` names: `best` is the run's best held-out evaluation."""
+    manifest = read_json(run_dir / "manifest.json")
+    if which == "best":
+        best = manifest.get("best")
+        if not best:
+            raise ValueError(f"{run_dir}/manifest.json has no evaluation yet: name a round, e.g. --model round_001")
+        r, step = int(best["round"]), int(best.get("step", 1))
+    elif m := POLICY.fullmatch(which):
+        r, step = int(m.group(1)), int(m.group(2) or 1)
+    else:
+        raise ValueError(f"--model {which!r}: use best, round_NNN, or round_NNN_S for Improve step S")
+    if r == 0:
+        raise ValueError(f"--model {which}: round 0 is the base model ({manifest.get('base_model')}), which this "
+                         "run did not train; it is best when no round beat it")
+    return r, step
+
+
+def trained(run_dir: Path, r: int, step: int) -> dict:
+    """The fine-tune stage that made round r's policy: its DONE record."""
+    done = run_dir / f"round_{r:03d}" / stage_name("finetune", step) / "DONE"
+    if not done.is_file():
+        raise ValueError(f"{done} is missing: round {r}, step {step} has no finished fine-tune in {run_dir}")
+    return read_json(done)
+
+
+def merge(base: str, info: dict, dtype: str | None, out: Path) -> str:
+    """The policy as one model folder: the adapter merged into the base, or the fully tuned model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    source = info["output"] if info["method"] == "full" else base
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype) if dtype else "auto")
+    if info["method"] != "full":
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, info["output"]).merge_and_unload()
+    saved_dtype = str(model.dtype).removeprefix("torch.")
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)  # the chat template goes with it
+    try:
+        GenerationConfig.from_pretrained(base).save_pretrained(out)
+    except OSError:  # a base without one: what the model config implies
+        GenerationConfig.from_model_config(model.config).save_pretrained(out)
+    return saved_dtype
+
+
+def card(run_dir: Path, r: int, step: int, info: dict, dtype: str, command: str) -> str:
+    manifest = read_json(run_dir / "manifest.json")
+    rows = []
+    for key, entry in sorted(manifest.get("rounds", {}).items(), key=lambda kv: int(kv[0])):
+        improve, ev = entry.get("improve", {}), entry.get("eval", {})
+        kept = improve.get("kept_trajectories", improve.get("kept"))
+        value = ev.get("value")
+        rows.append(f"| {key} | {ev.get('policy', '-')} | {'-' if kept is None else kept} | "
+                    f"{'-' if value is None else f'{value:.3f}'} |")
+    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else "(not found)"
+    metric = next((e.get("eval", {}).get("metric") for e in manifest.get("rounds", {}).values()
+                   if e.get("eval", {}).get("metric")), "held-out")
+    return "\n".join([
+        f"# {manifest.get('name', run_dir.name)}: {stage_name(f'round_{r:03d}', step)}",
+        "",
+        f"Self-trained with rest-loop (ReST-style rounds of Grow, Improve, "
+        f"fine-tune) from `{manifest.get('base_model')}`.",
+        "",
+        f"- base model: `{manifest.get('base_model')}`",
+        f"- method: {info['method']}, init: {info.get('init')}, learning rate {info.get('learning_rate')}, "
+        f"{info.get('steps')} steps on {info.get('examples')} examples (train loss {info.get('train_loss')})",
+        f"- merged weights: {dtype}",
+        f"- reward: `{manifest.get('reward')}`; seed {manifest.get('seed')}; rest-loop commit {manifest.get('git_sha')}",
+        f"- run: `{run_dir}`",
+        f"- made by: `{command}`",
+        "",
+        f"## Rounds ({metric} on the held-out prompts)",
+        "",
+        "| round | policy | kept | held-out |",
+        "| --- | --- | --- | --- |",
+        *rows,
+        "",
+        "## Load it",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "model = AutoModelForCausalLM.from_pretrained('merged')",
+        "tokenizer = AutoTokenizer.from_pretrained('merged')",
+        "```",
+        "",
+        "## The run's config",
+        "",
+        "```yaml",
+        config.rstrip(),
+        "```",
+        "",
+    ])
+
+
+def export_model(run_dir: Path, which: str = "best", out: Path | None = None, dtype: str | None = None) -> dict:
+    """Write the adapter, the merged model and the model card of the policy `which` names."""
+    run_dir = Path(run_dir)
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    r, step = chosen(run_dir, which)
+    info = trained(run_dir, r, step)
+    policy = stage_name(f"round_{r:03d}", step)
+    out = Path(out) if out else run_dir / "export" / f"model_{policy}"
+    out.mkdir(parents=True, exist_ok=True)
+    base = read_json(run_dir / "manifest.json")["base_model"]
+    if info["method"] != "full":
+        shutil.copytree(info["output"], out / "adapter", dirs_exist_ok=True)
+    saved = merge(base, info, dtype, out / "merged")
+    command = " ".join(["rest-loop-export", *sys.argv[1:]]) if sys.argv[1:] else f"export_model({str(run_dir)!r}, {which!r})"
+    atomic_write_text(out / "README.md", card(run_dir, r, step, info, saved, command))
+    summary = {"policy": policy, "round": r, "step": step, "out": str(out), "dtype": saved,
+               "adapter": info["method"] != "full"}
+    atomic_write_text(out / "export.json", json.dumps(summary, indent=2) + "\n")
+    return summary

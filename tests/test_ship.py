@@ -1,0 +1,74 @@
+"""The trained policy as a model: rest-loop-export --model writes the adapter, the merged model and a model
+card, and the merged folder, loaded by transformers alone, answers the held-out prompts as the run's own
+evaluation (vLLM with the adapter) recorded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rest_loop.store import read_json, read_jsonl
+from tests.test_loop_e2e import cli, run_ok
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("ship") / "run"
+    run_ok(cli(run_dir, tiny_model, "task.n_heldout=8", "eval.max_tokens=12", "trainer.learning_rate=5e-3"))
+    return run_dir
+
+
+def export(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rest_loop.export", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_merged_model_answers_the_held_out_prompts_as_the_run_evaluated(tiny_run, tmp_path):
+    import torch
+    from omegaconf import OmegaConf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rest_loop.config import build
+
+    out = tmp_path / "model"
+    done = export(str(tiny_run), "--model", "round_001", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {"adapter", "merged", "README.md"} <= {p.name for p in out.iterdir()}
+    assert (out / "merged/model.safetensors").is_file() and (out / "merged/generation_config.json").is_file()
+    card = (out / "README.md").read_text()
+    assert "| 1 | round_001 |" in card and "method: lora" in card and "```yaml" in card
+
+    model = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32)  # no PEFT, no rest-loop
+    tokenizer = AutoTokenizer.from_pretrained(out / "merged")
+    assert tokenizer.chat_template
+    base = AutoModelForCausalLM.from_pretrained(read_json(tiny_run / "manifest.json")["base_model"], dtype=torch.float32)
+    changed = [n for n, w in model.state_dict().items() if not torch.equal(w, base.state_dict()[n])]
+    assert changed and all("proj" in n for n in changed)  # the adapter is in the weights, only where LoRA was
+    cfg = OmegaConf.load(tiny_run / "config.yaml")
+    heldout = {p.id: p for p in build(cfg.task).heldout}
+    recorded = read_jsonl(tiny_run / "round_001/eval/completions.jsonl")
+    assert len(recorded) == len(heldout) == 8
+    same = 0
+    for row in recorded:
+        ids = tokenizer.apply_chat_template(heldout[row["prompt_id"]].messages, add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            gen = model.generate(**ids, do_sample=False, max_new_tokens=cfg.eval.max_tokens)
+        text = tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        same += text == row["text"]
+    assert same == len(recorded), f"{same} of {len(recorded)} greedy completions match the run's eval"
+
+
+def test_export_model_names_what_is_wrong(tiny_run, tmp_path):
+    for args, says in ((["--model", "round_000"], "round 0 is the base model"),
+                       (["--model", "round_009"], "has no finished fine-tune"),
+                       (["--model", "last"], "use best, round_NNN"),
+                       (["--model", "round_001", "--dtype", "int3"], "--dtype 'int3'")):
+        done = export(str(tiny_run), *args, "--out", str(tmp_path / "x"))
+        assert done.returncode == 2 and says in done.stderr, (args, done.stderr[-500:])
+    assert read_json(tiny_run / "manifest.json")["rounds_done"] == 1
