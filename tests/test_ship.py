@@ -72,3 +72,65 @@ def test_export_model_names_what_is_wrong(tiny_run, tmp_path):
         done = export(str(tiny_run), *args, "--out", str(tmp_path / "x"))
         assert done.returncode == 2 and says in done.stderr, (args, done.stderr[-500:])
     assert read_json(tiny_run / "manifest.json")["rounds_done"] == 1
+
+
+def test_the_exported_adapter_serves_through_vllms_openai_server(tiny_run, tiny_model, tmp_path):
+    """The README's way to serve a result on CPU: the base with --enable-lora --lora-modules, chatted with
+    through the openai client; its greedy answers are the run's held-out ones."""
+    import json
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    import openai
+    from omegaconf import OmegaConf
+
+    from rest_loop.config import build
+
+    out = tmp_path / "model"
+    done = export(str(tiny_run), "--model", "round_001", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": cores, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model, "--host", "127.0.0.1",
+         "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "512",
+         "--kv-cache-memory-bytes", str(2**30), "--seed", "0", "--generation-config", "vllm",
+         "--enable-lora", "--max-lora-rank", "16", "--lora-modules", f"policy={out / 'adapter'}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 400
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.time() < deadline, "the server did not come up in 400 s"
+            try:
+                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
+                    served = {m["id"] for m in json.load(r)["data"]}
+                    break
+            except OSError:
+                time.sleep(2)
+        assert "policy" in served
+        cfg = OmegaConf.load(tiny_run / "config.yaml")
+        heldout = {p.id: p for p in build(cfg.task).heldout}
+        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=120)
+        recorded = read_jsonl(tiny_run / "round_001/eval/completions.jsonl")
+        answers = [client.chat.completions.create(model="policy", messages=heldout[row["prompt_id"]].messages,
+                                                  temperature=0.0, max_tokens=cfg.eval.max_tokens)
+                   .choices[0].message.content for row in recorded]
+        assert answers == [row["text"] for row in recorded]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
