@@ -88,30 +88,12 @@ class Setup:
 # --- one agent step, shared by the peers (the same logic as rollout's) ------------------------------------
 
 def act(setup: Setup, traj, generated: str, token_ids: list[int], finish_reason: str | None):
-    """Parse one turn (the format's lead and what was generated after it), call its tool; append the Step.
-    Returns the observation text when the trajectory goes on, None when it stopped (its `stop` and `answer`
-    set as rollout sets them)."""
-    from rest_loop.agent.records import Step
+    """One turn as rollout takes it (rest_loop.agent.rollout.take). Returns the observation text when the
+    trajectory goes on, None when it stopped."""
+    from rest_loop.agent.rollout import take
 
-    text = setup.fmt.turn_text(generated)
-    action = setup.fmt.parse(text, setup.params)
-    step = Step(text=text, token_ids=token_ids, finish_reason=finish_reason, parse=action.status,
-                tool=action.tool, arguments=action.arguments, thought=action.thought)
-    traj.steps.append(step)
-    env = setup.env
-    if action.status != "ok":
-        traj.stop = "no_action"
-        return None
-    if action.answer is not None:
-        traj.answer, traj.stop = action.answer, "finish"
-        return None
-    if env.is_finish(action.tool) and (result := env.call(action.tool, action.arguments)).ok:
-        traj.answer, traj.stop = result.text.strip(), "finish"
-        return None
-    result = env.call(action.tool, action.arguments)
-    step.observation, step.tool_status = result.text, result.status
-    traj.stop = "max_steps"
-    return result.text
+    going = take(setup.env, setup.fmt, setup.params, traj, generated, token_ids, finish_reason)
+    return traj.steps[-1].observation if going else None
 
 
 def new_trajectory(p, i: int, prompt_ids=()):

@@ -16,7 +16,7 @@ import re
 import pytest
 
 from rest_loop.agent.actions import ReactFormat
-from rest_loop.agent.feedback import StepChoice, StepFeedback, describe, history_ids, step_examples
+from rest_loop.agent.feedback import StepChoice, StepFeedback, describe, step_examples
 from rest_loop.agent.grow import answer_sample
 from rest_loop.agent.judge import TrajectoryCheck, TrajectoryRankingJudge, shared_prefix
 from rest_loop.agent.records import Step, Trajectory
@@ -358,8 +358,8 @@ def test_step_feedback_trains_on_the_judges_pick_with_its_exact_tokens(prompts_d
     choices = fb(engine, BASE, ReactFormat(prompts_dir), specs(), sampler, [(t, 1.0)], PROMPTS, seed=123)
 
     call = engine.calls[0]  # each step's history k times, drawn with the rollout's parameters
-    assert call["prompts"] == [history_ids(t, 0)] * 3 + [history_ids(t, 1)] * 3
-    assert history_ids(t, 1) == t.prompt_ids + t.steps[0].token_ids + t.steps[0].observation_ids
+    assert call["prompts"] == [t.history(0)] * 3 + [t.history(1)] * 3
+    assert t.history(1) == t.prompt_ids + t.steps[0].token_ids + t.steps[0].observation_ids
     assert call["params"]["n"] == 1 and call["params"]["temperature"] == 0.5 and call["params"]["max_tokens"] == 48
     assert call["seed"] == 123 and call["fresh_cache"] is True
 
@@ -377,11 +377,11 @@ def test_step_feedback_trains_on_the_judges_pick_with_its_exact_tokens(prompts_d
     examples = step_examples(choices, {("q1", 2): t}, "r", step=1, max_length=None)
     assert [e.turn for e in examples] == [0, 1]
     win = second.candidates[1]
-    assert examples[1].input_ids == history_ids(t, 1) + win.token_ids  # the pick's tokens, as drawn
+    assert examples[1].input_ids == t.history(1) + win.token_ids  # the pick's tokens, as drawn
     assert win.token_ids == [1000 + ord(ch) for ch in "Action: finish[Orion Mills]"]
-    assert examples[1].mask == [0] * len(history_ids(t, 1)) + [1] * len(win.token_ids)
+    assert examples[1].mask == [0] * len(t.history(1)) + [1] * len(win.token_ids)
     assert examples[1].source == "step_feedback" and examples[0].source == "grown"
-    assert examples[0].input_ids == history_ids(t, 0) + t.steps[0].token_ids
+    assert examples[0].input_ids == t.history(0) + t.steps[0].token_ids
 
     counts = describe(choices, fb.last_stats)
     assert counts["alternatives_won"] == 1 and counts["own_step_won"] == 1 and counts["duplicates"] == 2
@@ -498,7 +498,7 @@ def test_step_feedback_on_the_engine_trains_on_the_judges_pick(prompts_dir, tiny
     examples = step_examples(choices, {("q1", 0): t}, "r", max_length=1024)
     for c, e in zip(choices, examples):
         target = c.candidates[c.chosen].token_ids
-        assert e.input_ids == history_ids(t, c.turn) + target and sum(e.mask) == len(target)
+        assert e.input_ids == t.history(c.turn) + target and sum(e.mask) == len(target)
 
 
 @pytest.mark.slow

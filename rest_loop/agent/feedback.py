@@ -33,7 +33,7 @@ from rest_loop.agent.rollout import step_params, vllm_params
 from rest_loop.config import ConfigError, SamplerConfig
 from rest_loop.engine import Policy
 from rest_loop.improve.backends import Request
-from rest_loop.improve.ranking import format_regex, rank, ranking_stats
+from rest_loop.improve.ranking import rank, ranking_request, ranking_stats
 from rest_loop.improve.verifiers import Result
 from rest_loop.records import Prompt
 from rest_loop.templates import Template
@@ -83,14 +83,6 @@ class _Shown:
     candidate: Candidate
 
 
-def history_ids(t: Trajectory, turn: int) -> list[int]:
-    """What the policy read before step `turn`: the prompt, then each earlier step and its observation."""
-    ids = list(t.prompt_ids)
-    for s in t.steps[:turn]:
-        ids += s.token_ids + s.observation_ids
-    return ids
-
-
 class StepFeedback:
     """Built from `agent.step_feedback` (conf/agent/*.yaml) when its k > 0."""
 
@@ -126,7 +118,7 @@ class StepFeedback:
         k times with n=1, as the rollout draws (the prefix cache reads the shared history once)."""
         params = {s["function"]["name"]: first_parameter(s) for s in specs}
         sampling = vllm_params(step_params(sampler, fmt, specs))
-        histories = [history_ids(t, turn) for t, turn in steps for _ in range(self.k)]
+        histories = [t.history(turn) for t, turn in steps for _ in range(self.k)]
         outs = (engine.generate(histories, sampling, policy, use_tqdm=False, seed=seed, fresh_cache=True)
                 if histories else [])
         out = []
@@ -141,9 +133,8 @@ class StepFeedback:
                                             action.arguments, c.finish_reason))
             seen: dict[tuple, int] = {}
             for c in candidates:
-                c.duplicate_of = seen.setdefault(tuple(c.token_ids), c.idx)
-                if c.duplicate_of == c.idx:
-                    c.duplicate_of = None
+                first = seen.setdefault(tuple(c.token_ids), c.idx)
+                c.duplicate_of = None if first == c.idx else first
             out.append(candidates)
         return out
 
@@ -154,13 +145,11 @@ class StepFeedback:
                       for c in (s.candidate for s in shown)]
         content = self.template.render(input=prompt.input, k=len(shown), history=history, candidates=candidates,
                                        reference=prompt.reference if self.use_reference else None)
-        return Request([{"role": "user", "content": content}], max_tokens=self.max_tokens,
-                       regex=format_regex(len(shown)) if self.constrain else None, attempt=attempt,
-                       temperature=self.temperature if attempt == 0 else self.retry_temperature)
+        return ranking_request(self, content, len(shown), attempt)
 
     def judge(self, choices: list[StepChoice], trajectories: dict, prompts: dict[str, Prompt]) -> None:
         """Rank each step's distinct parsable candidates and set its choice; retry what the judge left unranked."""
-        contexts, shown, results = {}, [], []
+        contexts, shown = {}, []
         for n, choice in enumerate(choices):
             ranked = [c for c in choice.candidates if c.parse == "ok" and c.duplicate_of is None]
             if len(ranked) < 2:
@@ -213,7 +202,7 @@ def step_examples(choices: list[StepChoice], trajectories: dict, reward: str, st
         if c.chosen is None:
             continue
         t = trajectories[c.prompt_id, c.sample_idx]
-        history, target = history_ids(t, c.turn), c.candidates[c.chosen].token_ids
+        history, target = t.history(c.turn), c.candidates[c.chosen].token_ids
         out.append(TokenExample(round=t.round, prompt_id=t.prompt_id, sample_idx=t.sample_idx, turn=c.turn,
                                 input_ids=history + target, mask=[0] * len(history) + [1] * len(target),
                                 score=c.score, policy=t.policy, seed=t.seed, reward=reward, step=step,

@@ -82,12 +82,11 @@ def training_examples(kept: list[tuple[Trajectory, float | None]], mode: str, re
             ids, mask = t.ids()
             out.append(TokenExample(turn=None, input_ids=ids, mask=mask, **lineage))
             continue
-        history = list(t.prompt_ids)
         for k, s in enumerate(t.steps):
             if s.parse == "ok":
+                history = t.history(k)
                 out.append(TokenExample(turn=k, input_ids=history + s.token_ids,
                                         mask=[0] * len(history) + [1] * len(s.token_ids), **lineage))
-            history += s.token_ids + s.observation_ids
     if max_length:
         too_long = [e for e in out if len(e.input_ids) > max_length]
         if too_long:

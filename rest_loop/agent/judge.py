@@ -38,7 +38,7 @@ from rest_loop.agent.records import Step, Trajectory
 from rest_loop.config import ConfigError
 from rest_loop.improve.backends import Request, ask
 from rest_loop.improve.judge import PointwiseJudge, RationaleJudge, failed, judge_stats
-from rest_loop.improve.ranking import format_regex, rank, ranking_stats
+from rest_loop.improve.ranking import rank, ranking_request, ranking_stats
 from rest_loop.improve.verifiers import Result
 from rest_loop.records import Prompt, Sample
 from rest_loop.templates import Template
@@ -128,9 +128,7 @@ class TrajectoryRankingJudge:
         view = trajectories_view([trajectory_of(s) for s in shown], self.max_chars)
         content = self.template.render(input=prompt.input, k=len(shown), **view,
                                        reference=prompt.reference if self.use_reference else None)
-        return Request([{"role": "user", "content": content}], max_tokens=self.max_tokens,
-                       regex=format_regex(len(shown)) if self.constrain else None, attempt=attempt,
-                       temperature=self.temperature if attempt == 0 else self.retry_temperature)
+        return ranking_request(self, content, len(shown), attempt)
 
     def __call__(self, prompts: list[Prompt], samples: list[Sample], attempt: int = 0) -> list[Result]:
         results = rank(prompts, samples, self.request, self.backend, self.group_size, self.seed, self.second_pass,

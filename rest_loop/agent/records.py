@@ -77,6 +77,13 @@ class Trajectory:
     def from_dict(cls, row: dict[str, Any]) -> "Trajectory":
         return cls(**{**row, "steps": [Step(**s) for s in row.get("steps", [])]})
 
+    def history(self, turn: int) -> list[int]:
+        """What the policy read before step `turn`: the prompt, then each earlier step and its observation."""
+        ids = list(self.prompt_ids)
+        for s in self.steps[:turn]:
+            ids += s.token_ids + s.observation_ids
+        return ids
+
     def ids(self) -> tuple[list[int], list[int]]:
         """The whole token sequence the policy generated and read, and a mask that is 1 on the tokens it
         generated (0 on the prompt and the observations): what whole-trajectory training uses."""

@@ -83,6 +83,29 @@ def vllm_params(params: dict) -> dict:
     return {**params, "structured_outputs": StructuredOutputsParams(**params["structured_outputs"])}
 
 
+def take(env: Environment, fmt: Format, params: dict[str, str], traj: Trajectory, generated: str,
+         token_ids: list[int], finish_reason: str | None) -> bool:
+    """One agent turn: parse it (the format's lead and what was generated), append its Step, call its tool.
+    True when the trajectory goes on (the step holds the observation); else its `stop` and `answer` are set."""
+    text = fmt.turn_text(generated)
+    action = fmt.parse(text, params)
+    step = Step(text=text, token_ids=token_ids, finish_reason=finish_reason, parse=action.status,
+                tool=action.tool, arguments=action.arguments, thought=action.thought)
+    traj.steps.append(step)
+    if action.status != "ok":
+        traj.stop = "no_action"
+    elif action.answer is not None:  # tool_calls: a reply with no call is the answer
+        traj.answer, traj.stop = action.answer, "finish"
+    elif env.is_finish(action.tool) and (result := env.call(action.tool, action.arguments)).ok:
+        traj.answer, traj.stop = result.text.strip(), "finish"
+    else:  # a tool's reply, or finish's complaint about its arguments, is the next observation
+        result = env.call(action.tool, action.arguments)
+        step.observation, step.tool_status = result.text, result.status
+        traj.stop = "max_steps"  # until a later step says otherwise
+        return True
+    return False
+
+
 def rollout(engine: Engine, policy: Policy, env: Environment, fmt: Format, prompts: list[Prompt], n: int,
             sampler: SamplerConfig, round: int, seed: int, use_tqdm: bool = True) -> list[Trajectory]:
     """n trajectories per prompt, in prompt order then sample order. `seed` decides the whole draw."""
@@ -108,26 +131,13 @@ def rollout(engine: Engine, policy: Policy, env: Environment, fmt: Format, promp
         still = []
         for t, out in zip(live, outs):
             c, traj = out[0], trajectories[t]
-            text = fmt.turn_text(c.text)
-            action = fmt.parse(text, params)
-            step = Step(text=text, token_ids=c.token_ids, finish_reason=c.finish_reason, parse=action.status,
-                        tool=action.tool, arguments=action.arguments, thought=action.thought)
-            traj.steps.append(step)
-            if action.status != "ok":
-                traj.stop = "no_action"
-            elif action.answer is not None:  # tool_calls: a reply with no call is the answer
-                traj.answer, traj.stop = action.answer, "finish"
-            elif env.is_finish(action.tool) and (result := env.call(action.tool, action.arguments)).ok:
-                traj.answer, traj.stop = result.text.strip(), "finish"
-            else:  # a tool's reply, or finish's complaint about its arguments, is the next observation
-                result = env.call(action.tool, action.arguments)
-                step.observation, step.tool_status = result.text, result.status
-                step.observation_ids = renderer.observation_ids(result.text, c.token_ids)
+            if take(env, fmt, params, traj, c.text, c.token_ids, c.finish_reason):
+                step = traj.steps[-1]
+                step.observation_ids = renderer.observation_ids(step.observation, c.token_ids)
                 history[t] += c.token_ids + step.observation_ids
                 if len(history[t]) + sampler.max_tokens > limit:
                     traj.stop = "context"
                 else:
-                    traj.stop = "max_steps"  # until a later step says otherwise
                     still.append(t)
         live = still
     return trajectories

@@ -60,6 +60,14 @@ def split(indices: list[int], size: int) -> list[list[int]]:
     return [indices[g::groups] for g in range(groups)] if groups > 1 else [indices]
 
 
+def ranking_request(judge, content: str, k: int, attempt: int) -> Request:
+    """A ranking judge's request for k candidates: `judge`'s max_tokens, its answer format forced when it
+    constrains, its retry temperature after the first attempt."""
+    return Request([{"role": "user", "content": content}], max_tokens=judge.max_tokens,
+                   regex=format_regex(k) if judge.constrain else None, attempt=attempt,
+                   temperature=judge.temperature if attempt == 0 else judge.retry_temperature)
+
+
 def format_regex(k: int) -> str:
     """The answer format as a regex. Up to 5 candidates every consistent answer is spelled out
     (120 alternatives), so a constrained judge cannot repeat a number or contradict itself; above
@@ -101,9 +109,7 @@ class RankingJudge:
     def request(self, prompt: Prompt, texts: list[str], attempt: int) -> Request:
         content = self.template.render(input=prompt.input, candidates=texts, k=len(texts),
                                        reference=prompt.reference if self.use_reference else None)
-        regex = format_regex(len(texts)) if self.constrain else None
-        return Request([{"role": "user", "content": content}], max_tokens=self.max_tokens, regex=regex,
-                       attempt=attempt, temperature=self.temperature if attempt == 0 else self.retry_temperature)
+        return ranking_request(self, content, len(texts), attempt)
 
     def __call__(self, prompts: list[Prompt], samples: list[Sample], attempt: int = 0) -> list[Result]:
         return rank(prompts, samples, lambda p, shown, a: self.request(p, [s.text for s in shown], a), self.backend,

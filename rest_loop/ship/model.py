@@ -30,9 +30,8 @@ POLICY = re.compile(r"round_(\d+)(?:_(\d+))?")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def chosen(run_dir: Path, which: str) -> tuple[int, int]:
+def chosen(manifest: dict, which: str, run_dir: Path) -> tuple[int, int]:
     """(round, step) of the policy `which` names: `best` is the run's best held-out evaluation."""
-    manifest = read_json(run_dir / "manifest.json")
     if which == "best":
         best = manifest.get("best")
         if not best:
@@ -77,8 +76,7 @@ def merge(base: str, info: dict, dtype: str | None, out: Path) -> str:
     return saved_dtype
 
 
-def card(run_dir: Path, r: int, step: int, info: dict, dtype: str, command: str) -> str:
-    manifest = read_json(run_dir / "manifest.json")
+def card(run_dir: Path, manifest: dict, r: int, step: int, info: dict, dtype: str, command: str) -> str:
     rows = []
     for key, entry in sorted(manifest.get("rounds", {}).items(), key=lambda kv: int(kv[0])):
         improve, ev = entry.get("improve", {}), entry.get("eval", {})
@@ -131,17 +129,18 @@ def export_model(run_dir: Path, which: str = "best", out: Path | None = None, dt
     run_dir = Path(run_dir)
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    r, step = chosen(run_dir, which)
+    manifest = read_json(run_dir / "manifest.json")
+    r, step = chosen(manifest, which, run_dir)
     info = trained(run_dir, r, step)
     policy = stage_name(f"round_{r:03d}", step)
     out = Path(out) if out else run_dir / "export" / f"model_{policy}"
     out.mkdir(parents=True, exist_ok=True)
-    base = read_json(run_dir / "manifest.json")["base_model"]
     if info["method"] != "full":
         shutil.copytree(info["output"], out / "adapter", dirs_exist_ok=True)
-    saved = merge(base, info, dtype, out / "merged")
-    command = " ".join(["rest-loop-export", *sys.argv[1:]]) if sys.argv[1:] else f"export_model({str(run_dir)!r}, {which!r})"
-    atomic_write_text(out / "README.md", card(run_dir, r, step, info, saved, command))
+    saved = merge(manifest["base_model"], info, dtype, out / "merged")
+    command = (" ".join(["rest-loop-export", *sys.argv[1:]]) if sys.argv[1:]
+               else f"export_model({str(run_dir)!r}, {which!r})")
+    atomic_write_text(out / "README.md", card(run_dir, manifest, r, step, info, saved, command))
     summary = {"policy": policy, "round": r, "step": step, "out": str(out), "dtype": saved,
                "adapter": info["method"] != "full"}
     atomic_write_text(out / "export.json", json.dumps(summary, indent=2) + "\n")
