@@ -35,7 +35,8 @@ def help_text(module: str) -> str:
     return out.stdout
 
 
-@pytest.mark.parametrize("module,command", [("rest_loop", "rest-loop"), ("rest_loop.calibrate", "rest-loop-calibrate")])
+@pytest.mark.parametrize("module,command", [("rest_loop", "rest-loop"), ("rest_loop.calibrate", "rest-loop-calibrate"),
+                                            ("rest_loop.ship.evaluate", "rest-loop-eval")])
 def test_help_is_ours(module, command):
     text = help_text(module)
     assert text.startswith(f"{command}: ") and "powered by Hydra" not in text

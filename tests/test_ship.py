@@ -23,21 +23,27 @@ def tiny_run(tiny_model, tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "model"
+    done = export(str(tiny_run), "--model", "round_001", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
 def export(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rest_loop.export", *args], capture_output=True, text=True,
                           timeout=600)
 
 
-def test_merged_model_answers_the_held_out_prompts_as_the_run_evaluated(tiny_run, tmp_path):
+def test_merged_model_answers_the_held_out_prompts_as_the_run_evaluated(tiny_run, exported):
     import torch
     from omegaconf import OmegaConf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rest_loop.config import build
 
-    out = tmp_path / "model"
-    done = export(str(tiny_run), "--model", "round_001", "--out", str(out))
-    assert done.returncode == 0, done.stderr[-3000:]
+    out = exported
     assert {"adapter", "merged", "README.md"} <= {p.name for p in out.iterdir()}
     assert (out / "merged/model.safetensors").is_file() and (out / "merged/generation_config.json").is_file()
     card = (out / "README.md").read_text()
@@ -74,7 +80,7 @@ def test_export_model_names_what_is_wrong(tiny_run, tmp_path):
     assert read_json(tiny_run / "manifest.json")["rounds_done"] == 1
 
 
-def test_the_exported_adapter_serves_through_vllms_openai_server(tiny_run, tiny_model, tmp_path):
+def test_the_exported_adapter_serves_through_vllms_openai_server(tiny_run, exported, tiny_model, tmp_path):
     """The README's way to serve a result on CPU: the base with --enable-lora --lora-modules, chatted with
     through the openai client; its greedy answers are the run's held-out ones."""
     import json
@@ -89,9 +95,7 @@ def test_the_exported_adapter_serves_through_vllms_openai_server(tiny_run, tiny_
 
     from rest_loop.config import build
 
-    out = tmp_path / "model"
-    done = export(str(tiny_run), "--model", "round_001", "--out", str(out))
-    assert done.returncode == 0, done.stderr[-3000:]
+    out = exported
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -134,3 +138,27 @@ def test_the_exported_adapter_serves_through_vllms_openai_server(tiny_run, tiny_
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def test_rest_loop_eval_gives_the_exported_model_the_runs_held_out_result(tiny_run, exported, tmp_path):
+    """rest-loop-eval like_run=<run> model.source=<merged>: the loop's evaluation, now of the merged folder in a
+    fresh engine, reproduces round 1's recorded completions and metric; a bad like_run exits 2."""
+    def evaluate(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rest_loop.ship.evaluate", *args,
+                               f"paths.pools={tmp_path / 'pools'}", f"hydra.run.dir={tmp_path / 'eval'}"],
+                              capture_output=True, text=True, timeout=600)
+
+    done = evaluate(f"like_run={tiny_run}", f"model.source={exported / 'merged'}")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    mine = read_json(tmp_path / "eval/round_000/eval/metrics.json")
+    theirs = read_json(tiny_run / "round_001/eval/metrics.json")
+    assert (mine["metric"], mine["n"], mine["value"]) == (theirs["metric"], theirs["n"], theirs["value"])
+    texts = [r["text"] for r in read_jsonl(tmp_path / "eval/round_000/eval/completions.jsonl")]
+    assert texts == [r["text"] for r in read_jsonl(tiny_run / "round_001/eval/completions.jsonl")]
+    assert read_json(tmp_path / "eval/manifest.json")["base_model"] == str(exported / "merged")
+    assert f"{tiny_run} recorded:" in done.stdout and "round 1 step 1" in done.stdout
+
+    for args, says in (([f"like_run={tmp_path / 'nope'}"], "no config.yaml there"),
+                       ([f"like_run={tiny_run}", "task=gsm8k"], "with like_run the groups are the run's")):
+        done = evaluate(*args)
+        assert done.returncode == 2 and says in done.stdout + done.stderr, (args, done.stderr[-1500:])
