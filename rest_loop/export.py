@@ -261,19 +261,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", metavar="POLICY", help="export a policy as a model instead of data: best, "
                         "round_NNN or round_NNN_S (the adapter, the merged model and a model card)")
     parser.add_argument("--dtype", help="the merged model's dtype (default: the base's): float32, bfloat16, float16")
+    parser.add_argument("--gguf", metavar="TYPES", help="with --model, also GGUF files by llama.cpp's tools: a list "
+                        "of q8_0, f16, bf16, f32, q4_k_m, q4_0, q5_k_m, q6_k (e.g. q8_0,q4_k_m)")
+    parser.add_argument("--llama-cpp", type=Path, metavar="DIR", help="with --gguf: a llama.cpp checkout whose "
+                        "converter to use (default: the installed llama-cpp-python's, fetched once)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # one bar per saved folder drowns the summary
     if not args.run_dir.is_dir():
         parser.exit(2, f"{parser.prog}: error: {args.run_dir} is not a directory\n")
+    if args.gguf and not args.model:
+        parser.exit(2, f"{parser.prog}: error: --gguf {args.gguf}: name the policy to convert with --model\n")
     if args.model:
+        from rest_loop.ship.gguf import parse_types
         from rest_loop.ship.model import export_model
 
         try:
-            summary = export_model(args.run_dir, args.model, args.out, args.dtype)
+            types = parse_types(args.gguf) if args.gguf else []
+            summary = export_model(args.run_dir, args.model, args.out, args.dtype, types, args.llama_cpp)
         except (FileNotFoundError, ValueError) as e:
             parser.exit(2, f"{parser.prog}: error: {e}\n")
+        ggufs = "".join(f", gguf/{Path(g['path']).name}" for g in summary["gguf"].values())
         print(f"{summary['policy']} written to {summary['out']}: merged/ ({summary['dtype']})"
-              f"{', adapter/' if summary['adapter'] else ''}, README.md (the model card)", flush=True)
+              f"{', adapter/' if summary['adapter'] else ''}{ggufs}, README.md (the model card)", flush=True)
         return
     formats = FORMATS if args.format == "all" else [args.format]
     from rest_loop.agent.export import export_agent, is_agent_run

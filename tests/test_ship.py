@@ -162,3 +162,40 @@ def test_rest_loop_eval_gives_the_exported_model_the_runs_held_out_result(tiny_r
                        ([f"like_run={tiny_run}", "task=gsm8k"], "with like_run the groups are the run's")):
         done = evaluate(*args)
         assert done.returncode == 2 and says in done.stdout + done.stderr, (args, done.stderr[-1500:])
+
+
+def test_gguf_files_by_llama_cpps_tools_read_back_close_to_the_merged_model(tiny_run, tmp_path):
+    """--gguf q8_0,q4_k_m: llama.cpp's converter and quantizer write the files. Read back by transformers, each
+    picks the merged model's next token on the run's held-out completions, and llama.cpp itself (the chat
+    template from the GGUF) answers the held-out prompts as the run did; export.json and the card say how often."""
+    from gguf import GGUFReader
+
+    out = tmp_path / "model"
+    done = export(str(tiny_run), "--model", "round_001", "--gguf", "q8_0,q4_k_m", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    ggufs = read_json(out / "export.json")["gguf"]
+    assert list(ggufs) == ["q8_0", "q4_k_m"] and sorted(p.name for p in (out / "gguf").iterdir()) == [
+        "model-q4_k_m.gguf", "model-q8_0.gguf"]  # the float32 intermediate is gone
+    recorded = read_json(tiny_run / "round_001/eval/metrics.json")["value"]
+    for t, g in ggufs.items():
+        fid = g["fidelity"]
+        assert fid["completions"] == 8 and fid["tokens"] > 0, (t, fid)
+        # measured: agreement 1.0, 8 of 8 the same, the run's metric, for both
+        assert fid["next_token_agreement"] >= 0.95 and fid["greedy_same"] >= 7, (t, fid)
+        assert abs(fid["metric"] - recorded) <= 1 / 8, (t, fid, recorded)
+    assert ggufs["q8_0"]["fidelity"]["max_logit_diff"] < ggufs["q4_k_m"]["fidelity"]["max_logit_diff"]
+    card = (out / "README.md").read_text()
+    assert "| gguf/model-q8_0.gguf |" in card and "![held-out metric per round](heldout.png)" in card
+    assert (out / "heldout.png").stat().st_size > 1000
+    fields = GGUFReader(out / "gguf/model-q4_k_m.gguf").fields
+    assert bytes(fields["general.architecture"].parts[-1]).decode() == "llama"
+    assert "tokenizer.chat_template" in fields
+
+
+def test_gguf_options_name_what_is_wrong(tiny_run, tmp_path):
+    for args, says in ((["--model", "round_001", "--gguf", "q3_k_xl"], "--gguf 'q3_k_xl': use a comma-separated"),
+                       (["--gguf", "q8_0"], "name the policy to convert with --model"),
+                       (["--model", "round_001", "--gguf", "q8_0", "--llama-cpp", str(tmp_path)],
+                        "no convert_hf_to_gguf.py there")):
+        done = export(str(tiny_run), *args, "--out", str(tmp_path / "x"))
+        assert done.returncode == 2 and says in done.stderr, (args, done.stderr[-500:])
