@@ -76,6 +76,7 @@ class MemberFailed(Exception):
 def run(cfg: DictConfig) -> float | None:
     from rest_loop.agent.loop import AgentRun  # heavy imports only once the config is known to be good
     from rest_loop.loop import Run
+    from rest_loop.prefer.loop import PreferenceRun
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     with locked(run_dir):  # a second resume of a run still going stops here
@@ -87,7 +88,9 @@ def run(cfg: DictConfig) -> float | None:
             cfg.paths.run_dir = str(run_dir)
         typed = validate(cfg)
         atomic_write_text(Path(typed.paths.run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
-        loop = (AgentRun if cfg.get("env") is not None else Run)(typed, cfg)  # an environment makes it an agent's run
+        # an environment makes it an agent's run; trainer.objective=dpo a preference run
+        loop = (AgentRun if cfg.get("env") is not None else PreferenceRun if typed.trainer.objective == "dpo"
+                else Run)(typed, cfg)
         try:
             return loop.run()
         finally:

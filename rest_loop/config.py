@@ -230,6 +230,23 @@ class FilterConfig:
 
 
 @dataclass
+class PairsConfig:
+    """trainer.objective=dpo: how a judged pool becomes chosen-vs-rejected pairs (rest_loop/prefer/pairs.py)."""
+
+    STRATEGIES = ("best_worst", "all")  # not a field
+
+    strategy: str = "best_worst"  # best_worst: a prompt's best sample against its worst; all: every ordered pair
+    min_gap: float = 0.0  # the smallest score difference that makes a pair (ties never do)
+    max_per_prompt: int = 1  # at most this many pairs per prompt, the widest gaps first
+
+    def __post_init__(self):
+        check("trainer.pairs.strategy", self.strategy in self.STRATEGIES,
+              f"must be one of {', '.join(self.STRATEGIES)}", self.strategy)
+        check("trainer.pairs.min_gap", self.min_gap >= 0, "must be >= 0", self.min_gap)
+        check("trainer.pairs.max_per_prompt", self.max_per_prompt >= 1, "must be >= 1", self.max_per_prompt)
+
+
+@dataclass
 class TrainerConfig:
     METHODS = ("lora", "qlora", "full")  # not a field
 
@@ -255,6 +272,11 @@ class TrainerConfig:
     logging_steps: int = 5
     report_to: list = field(default_factory=lambda: ["tensorboard"])  # TRL's report_to: tensorboard, wandb
     seed: int = 0
+    objective: str = "sft"  # sft: on the kept samples; dpo: on chosen-vs-rejected pairs of the pool (rest_loop/prefer/)
+    beta: float = 0.1  # dpo: how far the policy may move from the reference (TRL's DPOConfig.beta)
+    loss_type: list = field(default_factory=lambda: ["sigmoid"])  # dpo: TRL's losses (sigmoid = DPO, ipo, hinge, ...)
+    reference: str = "start"  # dpo: start (the model the fine-tune starts from) | base
+    pairs: PairsConfig = field(default_factory=PairsConfig)
 
     def __post_init__(self):
         check("trainer.method", self.method in self.METHODS, f"must be one of {', '.join(self.METHODS)}",
@@ -272,6 +294,12 @@ class TrainerConfig:
               self.save_steps)
         check("trainer.mix_original", 0 <= self.mix_original <= 1, "must be in [0, 1]", self.mix_original)
         check("trainer.lora_r", self.lora_r >= 1, "must be >= 1", self.lora_r)
+        check("trainer.objective", self.objective in ("sft", "dpo"), "must be 'sft' or 'dpo'", self.objective)
+        check("trainer.beta", self.beta > 0, "must be > 0", self.beta)
+        check("trainer.reference", self.reference in ("start", "base"), "must be 'start' or 'base'", self.reference)
+        check("trainer.reference", self.reference == "start" or self.method != "full",
+              "base needs an adapter to switch off (lora, qlora); with method=full the reference is where it starts",
+              self.reference)
 
     def learning_rate_at(self, k: int) -> float:
         """The learning rate of the run's k-th fine-tune (1-based)."""

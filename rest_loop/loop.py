@@ -193,22 +193,30 @@ class Run:
                             completion=p.target, score=None, policy="original", seed=self.cfg.seed,
                             reward="original", source="original") for p in chosen]
 
-    def finetune(self, r: int, step: int, kept: list[KeptExample], previous: Policy) -> Policy:
+    train_file = "train.jsonl"  # finetune/<this>: exactly what the trainer saw, with lineage
+
+    def training_data(self, r: int, step: int, kept: list[KeptExample]) -> list:
+        if self.cfg.trainer.mix_original and not any(p.target for p in self.task.train):
+            log.warning("trainer.mix_original=%s but task %s has no targets: nothing to mix in",
+                        self.cfg.trainer.mix_original, self.task.name)
+        return kept + self.original_data(r, step)
+
+    def train(self, examples: list, out: Path, start: str | None, learning_rate: float) -> dict:
+        return finetune(self.base_model, examples, self.cfg.trainer, out, start=start, learning_rate=learning_rate,
+                        allow_pickle=self.cfg.model.allow_pickle)
+
+    def finetune(self, r: int, step: int, kept: list, previous: Policy) -> Policy:
         cfg, k = self.cfg.trainer, (r - 1) * self.cfg.loop.improve_steps + step  # the run's k-th fine-tune
         stage = self.stage(r, "finetune", step)
         name = stage_name(stage.path.parent.name, step)  # the policy: round_001, round_001_2, ...
         if not stage.done:
-            if cfg.mix_original and not any(p.target for p in self.task.train):
-                log.warning("trainer.mix_original=%s but task %s has no targets: nothing to mix in",
-                            cfg.mix_original, self.task.name)
-            examples = kept + self.original_data(r, step)
-            write_jsonl(stage / "train.jsonl", examples)  # exactly what the trainer saw, with lineage
+            examples = self.training_data(r, step, kept)
+            write_jsonl(stage / self.train_file, examples)
             start = previous.output if cfg.init == "previous" else None
-            log.info("round %d step %d: fine-tune (%s, init=%s) on %d kept + %d original examples", r, step,
-                     cfg.method, cfg.init, len(kept), len(examples) - len(kept))
+            log.info("round %d step %d: fine-tune (%s, %s, init=%s) on %d kept + %d original examples", r, step,
+                     cfg.objective, cfg.method, cfg.init, len(kept), len(examples) - len(kept))
             self.engine_sleeps()
-            summary = finetune(self.base_model, examples, cfg, stage.path, start=start,
-                               learning_rate=cfg.learning_rate_at(k), allow_pickle=self.cfg.model.allow_pickle)
+            summary = self.train(examples, stage.path, start, cfg.learning_rate_at(k))
             stage.finish(**summary, kept=len(kept), original=len(examples) - len(kept))
         info = stage.info
         self.manifest.stage_done(r, stage.path.name, info)

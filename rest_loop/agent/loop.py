@@ -38,6 +38,9 @@ MODES = ("step", "trajectory")
 
 class AgentRun(Run):
     def __init__(self, cfg: RunConfig, raw: DictConfig):
+        if cfg.trainer.objective != "sft":
+            raise ConfigError(f"trainer.objective={cfg.trainer.objective}: an agent's rounds fine-tune on its "
+                              "trajectories with SFT; preference pairs of trajectories are not built yet")
         super().__init__(cfg, raw)
         if raw.agent is None:
             raise ConfigError("env is set but agent is not: choose an action format, e.g. agent=react")

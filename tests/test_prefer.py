@@ -1,0 +1,105 @@
+"""Preference training: pairs from a judged pool (a table of cases), DPO on the tiny model lowering its loss and
+widening the chosen-vs-rejected margin, the reference a continued policy trains against, and a CLI round."""
+
+from __future__ import annotations
+
+import pytest
+
+from rest_loop.config import ConfigError, PairsConfig, TrainerConfig
+from rest_loop.prefer.pairs import build_pairs
+from rest_loop.records import Judgement, Prompt, Sample
+
+
+def pool(scores: dict[str, list]) -> tuple[list[Sample], list[Judgement], dict]:
+    """Samples and judgements from {prompt: [score or 'unparsed', ...]}."""
+    samples, judgements = [], []
+    for pid, row in scores.items():
+        for i, score in enumerate(row):
+            samples.append(Sample(1, pid, i, f"{pid}-{i}", 3, "base", 0))
+            judgements.append(Judgement(pid, i, None, score) if isinstance(score, str) else Judgement(pid, i, score, "ok"))
+    return samples, judgements, {pid: Prompt(pid, [{"role": "user", "content": pid}]) for pid in scores}
+
+
+@pytest.mark.parametrize("scores,cfg,expect", [
+    # best against worst, one pair per prompt
+    ({"a": [0.2, 0.9, 0.5]}, {}, [("a", 1, 0)]),
+    # a tie between best and worst makes no pair; equal scores in the middle do not matter
+    ({"a": [0.5, 0.5, 0.5], "b": [1.0, 0.0, 0.0]}, {}, [("b", 0, 1)]),
+    # unparsed and error samples never take part, even as the worst
+    ({"a": [0.8, "unparsed", 0.3, "error"]}, {}, [("a", 0, 2)]),
+    # a prompt with one scored sample has no pair
+    ({"a": [0.8, "unparsed"]}, {}, []),
+    # the minimum gap
+    ({"a": [0.6, 0.4], "b": [1.0, 0.2]}, {"min_gap": 0.5}, [("b", 0, 1)]),
+    # all pairs above the gap, capped per prompt, widest first
+    ({"a": [1.0, 0.7, 0.0]}, {"strategy": "all", "max_per_prompt": 2}, [("a", 0, 2), ("a", 1, 2)]),
+    ({"a": [1.0, 0.7, 0.0]}, {"strategy": "all", "max_per_prompt": 5, "min_gap": 0.31}, [("a", 0, 2), ("a", 1, 2)]),
+    ({"a": [1.0, 0.7, 0.0]}, {"strategy": "all", "max_per_prompt": 5}, [("a", 0, 2), ("a", 1, 2), ("a", 0, 1)]),
+    # ties inside `all` are skipped
+    ({"a": [1.0, 1.0, 0.0]}, {"strategy": "all", "max_per_prompt": 5}, [("a", 0, 2), ("a", 1, 2)]),
+])
+def test_pairs_from_a_judged_pool(scores, cfg, expect):
+    samples, judgements, prompts = pool(scores)
+    pairs, stages = build_pairs(samples, judgements, PairsConfig(**cfg), prompts, round=1, step=1, reward="r@v1")
+    assert [(p.prompt_id, p.chosen_idx, p.rejected_idx) for p in pairs] == expect
+    for p in pairs:
+        assert p.chosen == f"{p.prompt_id}-{p.chosen_idx}" and p.rejected == f"{p.prompt_id}-{p.rejected_idx}"
+        assert p.chosen_score > p.rejected_score and p.reward == "r@v1" and p.policy == "base"
+    assert [s["out"] for s in stages][-1] == len(pairs)
+    assert all(a["out"] == b["in"] for a, b in zip(stages, stages[1:]))  # each stage takes what the last left
+
+
+def test_bad_pair_and_dpo_settings_name_the_key():
+    for kwargs, key in (({"strategy": "best"}, "trainer.pairs.strategy"), ({"min_gap": -1}, "trainer.pairs.min_gap"),
+                        ({"max_per_prompt": 0}, "trainer.pairs.max_per_prompt")):
+        with pytest.raises(ConfigError, match=key):
+            PairsConfig(**kwargs)
+    with pytest.raises(ConfigError, match="trainer.objective"):
+        TrainerConfig(objective="ppo")
+    with pytest.raises(ConfigError, match="trainer.reference"):
+        TrainerConfig(objective="dpo", method="full", reference="base")
+    from rest_loop.prefer.train import check_dpo
+
+    with pytest.raises(ConfigError, match=r"trainer.loss_type=\['nope'\]"):
+        check_dpo(TrainerConfig(objective="dpo", loss_type=["nope"]))
+    with pytest.raises(ConfigError, match="trainer.mix_original"):
+        check_dpo(TrainerConfig(objective="dpo", mix_original=0.5))
+
+
+def training_pairs(n: int = 16) -> list:
+    from rest_loop.prefer.pairs import PreferencePair
+
+    return [PreferencePair(round=1, step=1, prompt_id=f"p{i}", messages=[{"role": "user", "content": f"What is {i}+{i}?"}],
+                           chosen=f"The answer is {2 * i}.", rejected="I do not know, sorry.", chosen_idx=0,
+                           rejected_idx=1, chosen_score=1.0, rejected_score=0.0, policy="base", reward="r")
+            for i in range(n)]
+
+
+@pytest.mark.slow
+def test_dpo_lowers_its_loss_and_widens_the_margin_and_continues_against_the_right_reference(tiny_model, tmp_path):
+    """A fresh adapter starts as its reference (the base): loss log 2, margin 0. Training lowers the loss and widens
+    the chosen-vs-rejected margin. Continued (init=previous), the reference is the previous policy itself, so it
+    starts again at margin 0; with reference=base it starts at the margin the first fine-tune reached."""
+    import dataclasses
+    import math
+
+    from rest_loop.prefer.train import dpo
+
+    pairs = training_pairs()
+    cfg = TrainerConfig(objective="dpo", learning_rate=2e-3, epochs=4, batch_size=8, logging_steps=1, report_to=[])
+    first = dpo(tiny_model, pairs, cfg, tmp_path / "one")
+    assert first["first"]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert first["first"]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)
+    assert first["last"]["loss"] < first["first"]["loss"] - 0.2, first
+    assert first["last"]["rewards/margins"] > 0.5, first
+    adapter = tmp_path / "one/adapter"
+    assert (adapter / "adapter_config.json").is_file() and not (adapter / "ref").exists()  # the policy alone
+
+    again = dataclasses.replace(cfg, init="previous", epochs=1)
+    on_previous = dpo(tiny_model, pairs, again, tmp_path / "two", start=str(adapter))
+    assert on_previous["init"] == "previous" and on_previous["reference"].startswith("previous policy")
+    assert on_previous["first"]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)  # policy == reference at step 1
+    on_base = dpo(tiny_model, pairs, dataclasses.replace(again, reference="base"), tmp_path / "three",
+                  start=str(adapter))
+    assert on_base["reference"].startswith("base model")
+    assert on_base["first"]["rewards/margins"] > 0.5 and on_base["first"]["loss"] < math.log(2) - 0.2, on_base
