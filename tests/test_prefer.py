@@ -103,3 +103,53 @@ def test_dpo_lowers_its_loss_and_widens_the_margin_and_continues_against_the_rig
                   start=str(adapter))
     assert on_base["reference"].startswith("base model")
     assert on_base["first"]["rewards/margins"] > 0.5 and on_base["first"]["loss"] < math.log(2) - 0.2, on_base
+
+
+@pytest.mark.slow
+def test_a_dpo_run_trains_on_exactly_the_pairs_its_judgements_imply(tiny_model, tmp_path):
+    """rest-loop trainer=dpo, two rounds continuing the adapter: every pair in improve/pairs.jsonl is two samples of
+    one prompt with the scores judgements.jsonl gave them, the fine-tune saw exactly those pairs, round 1 trains
+    against the base and round 2 against round 1's policy."""
+    from rest_loop.store import read_json, read_jsonl
+    from tests.test_loop_e2e import cli, run_ok
+
+    run_dir = tmp_path / "run"  # a reward whose terms the gold answers pass and the tiny model's words often fail
+    run_ok(cli(run_dir, tiny_model, "trainer=dpo", "trainer.init=previous", "trainer.batch_size=4", "sampler.n=4",
+               "task.n_train=8", "loop.rounds=2", "~reward.terms.correct",
+               "+reward.terms.caps={_target_:rest_loop.improve.verifiers.RegexMatch,pattern:'^[^A-Z]*$'}",
+               "+reward.terms.g={_target_:rest_loop.improve.verifiers.RegexMatch,pattern:'^[^g]*$'}"))
+    for r, reference in ((1, "base model"), (2, "previous policy")):
+        stage = run_dir / f"round_{r:03d}"
+        samples = {(s["prompt_id"], s["sample_idx"]): s for s in read_jsonl(stage / "grow/samples.jsonl")}
+        judged = {(j["prompt_id"], j["sample_idx"]): j for j in read_jsonl(stage / "improve/judgements.jsonl")}
+        pairs = read_jsonl(stage / "improve/pairs.jsonl")
+        assert pairs and read_jsonl(stage / "finetune/pairs.jsonl") == pairs
+        assert len({p["prompt_id"] for p in pairs}) == len(pairs)  # best_worst: one pair per prompt
+        for p in pairs:
+            chosen, rejected = judged[(p["prompt_id"], p["chosen_idx"])], judged[(p["prompt_id"], p["rejected_idx"])]
+            assert (chosen["status"], rejected["status"]) == ("ok", "ok")
+            assert (p["chosen_score"], p["rejected_score"]) == (chosen["score"], rejected["score"])
+            assert p["chosen_score"] > p["rejected_score"]
+            assert p["chosen"] == samples[(p["prompt_id"], p["chosen_idx"])]["text"]
+            assert p["rejected"] == samples[(p["prompt_id"], p["rejected_idx"])]["text"]
+            scores = [j["score"] for (pid, _), j in judged.items() if pid == p["prompt_id"] and j["status"] == "ok"]
+            assert (p["chosen_score"], p["rejected_score"]) == (max(scores), min(scores))
+        stats = read_json(stage / "improve/stats.json")
+        assert stats["pairs"] == len(pairs) and stats["stages"][-1]["out"] == len(pairs)
+        done = read_json(stage / "finetune/DONE")
+        assert done["objective"] == "dpo" and done["pairs"] == len(pairs) and done["reference"].startswith(reference)
+        assert (stage / "eval/DONE").is_file()
+    assert read_json(run_dir / "manifest.json")["status"] == "finished"
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["trainer=dpo", "trainer.loss_type=[nope]"], "config error: trainer.loss_type=['nope']: nope is not one of TRL's"),
+    (["experiment=agent_calculator", "trainer=dpo"],
+     "config error: trainer.objective=dpo: an agent's rounds fine-tune on its trajectories with SFT"),
+])
+def test_dpo_settings_that_cannot_work_stop_before_anything_runs(tmp_path, overrides, message):
+    from tests.test_bad_input import rest_loop
+
+    code, log = rest_loop(tmp_path / "run", *overrides)
+    assert code == 2
+    assert message in log and "Traceback" not in log and not list((tmp_path / "run").glob("round_*"))

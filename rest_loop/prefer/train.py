@@ -44,7 +44,7 @@ def dpo_config(cfg: TrainerConfig, lr: float, work: Path, run_name: str | None =
         return DPOConfig(
             output_dir=str(work), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
             gradient_accumulation_steps=cfg.grad_accum, learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0,
-            logging_steps=cfg.logging_steps, save_strategy="steps" if cfg.save_steps else "no",
+            logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps" if cfg.save_steps else "no",
             **({"save_steps": cfg.save_steps} if cfg.save_steps else {}), save_total_limit=2,
             report_to=list(cfg.report_to), run_name=run_name, max_length=cfg.max_length, beta=cfg.beta,
             loss_type=list(cfg.loss_type), gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed,
