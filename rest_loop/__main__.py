@@ -89,7 +89,7 @@ def run(cfg: DictConfig) -> float | None:
         typed = validate(cfg)
         atomic_write_text(Path(typed.paths.run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
         # an environment makes it an agent's run; trainer.objective=dpo a preference run
-        loop = (AgentRun if cfg.get("env") is not None else PreferenceRun if typed.trainer.objective == "dpo"
+        loop = (AgentRun if cfg.get("env") is not None else PreferenceRun if typed.trainer.prefers()
                 else Run)(typed, cfg)
         try:
             return loop.run()

@@ -277,6 +277,15 @@ class TrainerConfig:
     loss_type: list = field(default_factory=lambda: ["sigmoid"])  # dpo: TRL's losses (sigmoid = DPO, ipo, hinge, ...)
     reference: str = "start"  # dpo: start (the model the fine-tune starts from) | base
     pairs: PairsConfig = field(default_factory=PairsConfig)
+    step_objectives: Optional[list] = None  # one objective per Improve step, e.g. [sft, dpo]: SFT on the kept
+    #                                        samples, then DPO on the same pool's pairs from that policy
+
+    def objective_at(self, step: int) -> str:
+        return self.step_objectives[step - 1] if self.step_objectives else self.objective
+
+    def prefers(self) -> bool:
+        """Whether any step trains on preference pairs (the preference loop then runs the round)."""
+        return "dpo" in (self.step_objectives or [self.objective])
 
     def __post_init__(self):
         check("trainer.method", self.method in self.METHODS, f"must be one of {', '.join(self.METHODS)}",
@@ -295,6 +304,9 @@ class TrainerConfig:
         check("trainer.mix_original", 0 <= self.mix_original <= 1, "must be in [0, 1]", self.mix_original)
         check("trainer.lora_r", self.lora_r >= 1, "must be >= 1", self.lora_r)
         check("trainer.objective", self.objective in ("sft", "dpo"), "must be 'sft' or 'dpo'", self.objective)
+        check("trainer.step_objectives", self.step_objectives is None or (
+            len(self.step_objectives) > 0 and set(self.step_objectives) <= {"sft", "dpo"}),
+              "must be null or a list of sft and dpo, one per Improve step", self.step_objectives)
         check("trainer.beta", self.beta > 0, "must be > 0", self.beta)
         check("trainer.reference", self.reference in ("start", "base"), "must be 'start' or 'base'", self.reference)
         check("trainer.reference", self.reference == "start" or self.method != "full",
@@ -372,6 +384,9 @@ class RunConfig:
         steps = self.filter.step_thresholds
         check("filter.step_thresholds", steps is None or len(steps) == self.loop.improve_steps,
               f"needs one threshold per Improve step (loop.improve_steps={self.loop.improve_steps})", steps)
+        objectives = self.trainer.step_objectives
+        check("trainer.step_objectives", objectives is None or len(objectives) == self.loop.improve_steps,
+              f"needs one objective per Improve step (loop.improve_steps={self.loop.improve_steps})", objectives)
 
 
 def validate(cfg: DictConfig) -> RunConfig:

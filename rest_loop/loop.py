@@ -27,6 +27,7 @@ from rest_loop.config import ConfigError, RunConfig, build
 from rest_loop.engine import BASE, Engine, Policy, adapter_id, get_engine, in_process_core, on_gpu
 from rest_loop.evaluate import evaluate
 from rest_loop.finetune import check_method, finetune
+from rest_loop.improve.backends import PolicyBackend
 from rest_loop.grow import grow
 from rest_loop.improve.filters import NothingKept, histogram, select
 from rest_loop.improve.rewards import Reward
@@ -65,6 +66,7 @@ class Run:
         self._tuned: Engine | None = None  # a fully fine-tuned policy's engine (trainer.method=full)
         self.current: Policy | None = None  # the policy the engines last generated for
         self.tuned_at: dict[str, tuple[int, str]] = {}  # policy name -> (round, fine-tune stage) that made it
+        self.grown_by: Policy = BASE  # the policy of the latest Grow
 
     @property
     def engine(self) -> Engine:  # started on first use: a fully resumed run never starts one
@@ -128,6 +130,7 @@ class Run:
         """A round's Grow: `make()` once, its rows in grow/<file> with `counts(rows)` (which holds `tokens`),
         the time and the pool cache's answer in DONE; read back from there when the stage is done."""
         stage = self.stage(r, "grow")
+        self.grown_by = policy  # what a judge=policy judges with, and an agent's step feedback draws from
         if not stage.done:
             start = time.perf_counter()
             rows = make()
@@ -173,6 +176,9 @@ class Run:
         out = self.stage(r, "improve")
         if not (out / "judgements.jsonl").exists():  # written atomically: present means complete
             f = self.cfg.filter
+            for term, _ in self.reward.terms.values():  # judge=policy: the policy that grew the round judges
+                if isinstance(getattr(term, "backend", None), PolicyBackend):
+                    term.backend.use(self.grown_by)
             log.info("round %d: judge %d samples with reward %s", r, len(samples), self.reward.name)
             judgements = self.reward(self.prompts, samples, retries=f.retries if f.unjudged == "retry" else 0)
             write_json(out / "reward_terms.json", self.reward.last_stats)
@@ -193,7 +199,8 @@ class Run:
                             completion=p.target, score=None, policy="original", seed=self.cfg.seed,
                             reward="original", source="original") for p in chosen]
 
-    train_file = "train.jsonl"  # finetune/<this>: exactly what the trainer saw, with lineage
+    def train_file(self, step: int) -> str:
+        return "train.jsonl"  # finetune/<this>: exactly what the trainer saw, with lineage
 
     def training_data(self, r: int, step: int, kept: list[KeptExample]) -> list:
         if self.cfg.trainer.mix_original and not any(p.target for p in self.task.train):
@@ -201,9 +208,13 @@ class Run:
                         self.cfg.trainer.mix_original, self.task.name)
         return kept + self.original_data(r, step)
 
-    def train(self, examples: list, out: Path, start: str | None, learning_rate: float) -> dict:
+    def train(self, step: int, examples: list, out: Path, start: str | None, learning_rate: float) -> dict:
         return finetune(self.base_model, examples, self.cfg.trainer, out, start=start, learning_rate=learning_rate,
                         allow_pickle=self.cfg.model.allow_pickle)
+
+    def start_of(self, step: int, previous: Policy) -> str | None:
+        """What step `step`'s fine-tune continues: the previous policy with init=previous, else nothing (the base)."""
+        return previous.output if self.cfg.trainer.init == "previous" else None
 
     def finetune(self, r: int, step: int, kept: list, previous: Policy) -> Policy:
         cfg, k = self.cfg.trainer, (r - 1) * self.cfg.loop.improve_steps + step  # the run's k-th fine-tune
@@ -211,12 +222,12 @@ class Run:
         name = stage_name(stage.path.parent.name, step)  # the policy: round_001, round_001_2, ...
         if not stage.done:
             examples = self.training_data(r, step, kept)
-            write_jsonl(stage / self.train_file, examples)
-            start = previous.output if cfg.init == "previous" else None
-            log.info("round %d step %d: fine-tune (%s, %s, init=%s) on %d kept + %d original examples", r, step,
-                     cfg.objective, cfg.method, cfg.init, len(kept), len(examples) - len(kept))
+            write_jsonl(stage / self.train_file(step), examples)
+            start = self.start_of(step, previous)
+            log.info("round %d step %d: fine-tune (%s, %s, from %s) on %d kept + %d original examples", r, step,
+                     cfg.objective_at(step), cfg.method, start or "the base", len(kept), len(examples) - len(kept))
             self.engine_sleeps()
-            summary = self.train(examples, stage.path, start, cfg.learning_rate_at(k))
+            summary = self.train(step, examples, stage.path, start, cfg.learning_rate_at(k))
             stage.finish(**summary, kept=len(kept), original=len(examples) - len(kept))
         info = stage.info
         self.manifest.stage_done(r, stage.path.name, info)

@@ -184,6 +184,46 @@ def test_rationale_parsing(prompts_dir, text, score, status):
     assert (result.score, result.status) == (score, status)
 
 
+@pytest.mark.parametrize("text,score,status", [
+    ("Relevant and correct.\nScore: 5", 1.0, "ok"),
+    ("Score: 0", 0.0, "ok"),
+    ("**Score:** 2", 0.4, "ok"),
+    ("Rating: 5", None, "unparsed"),   # the label the template asks for, not another
+    ("Score: 6", None, "unparsed"),
+])
+def test_the_additive_judge_reads_its_score_line(prompts_dir, text, score, status):
+    from rest_loop.improve.backends import Reply
+    from rest_loop.improve.judge import RationaleJudge
+
+    judge = RationaleJudge("judge/additive.j2", prompts_dir, backend=None, min_rating=0, max_rating=5, label="Score")
+    result = judge.parse(Reply(text))
+    assert (result.score, result.status) == (pytest.approx(score) if score is not None else None, status)
+
+
+def test_a_judge_that_samples_needs_a_temperature_and_the_policy_judge_keys_its_cache_on_the_weights(prompts_dir,
+                                                                                                     tmp_path):
+    from rest_loop.config import ConfigError
+    from rest_loop.engine import BASE, Policy
+    from rest_loop.improve.backends import PolicyBackend
+    from rest_loop.improve.judge import RationaleJudge
+
+    with pytest.raises(ConfigError, match="temperature > 0"):
+        RationaleJudge("judge/rationale.j2", prompts_dir, backend=None, samples=3, temperature=0.0)
+    backend = PolicyBackend({"source": "embedded:smollm2-135m-instruct"})
+    backend.use(BASE)
+    base = dict(backend.identity)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"round 1")
+    backend.use(Policy("round_001", str(adapter), 1))
+    first = dict(backend.identity)
+    (adapter / "adapter_model.safetensors").write_bytes(b"round 1, retrained")
+    backend.use(Policy("round_001", str(adapter), 1))
+    assert len({str(base), str(first), str(backend.identity)}) == 3  # other weights: other cache entries
+    with pytest.raises(ConfigError, match="judge=policy"):
+        backend.use(Policy("round_001", model=str(adapter)))
+
+
 def test_calibration_metrics():
     report = agreement([0.9, 0.8, None, 0.2, 0.8, 0.1], [True, True, True, False, False, False], threshold=0.5)
     assert report["coverage"] == pytest.approx(5 / 6) and report["base_rate"] == 0.5

@@ -284,3 +284,19 @@ def test_a_dropped_connection_is_retried(tmp_path, prompts_dir):
         b = backend(server, tmp_path, max_concurrency=1)
         assert scored_by_the_judge(pointwise(prompts_dir, b)(ps, ss))
         assert (b.usage.retries, len(server.requests), len(server.answered)) == (2, 4, 2)
+
+
+def test_a_sampled_judge_asks_k_times_and_averages(server, tmp_path, prompts_dir):
+    """samples=3 (Self-Rewarding's averaged judge): three requests a sample, each its own cache entry, the score
+    their mean; asked again, every draw comes from the cache."""
+    ps, ss = samples_for()
+    judge = RationaleJudge("judge/rationale.j2", prompts_dir, backend(server, tmp_path), temperature=0.7, samples=3)
+    results = judge(ps, ss)
+    assert len(server.answered) == 3 * len(ss) and [r.status for r in results] == ["ok"] * len(ss)
+    assert all(r.reason == "mean of 3 of 3 ratings" and len(r.raw["draws"]) == 3 for r in results)
+    assert all(r.score == pytest.approx(sum(d["score"] for d in r.raw["draws"]) / 3) for r in results)
+    right, wrong = [r.score for r in results[0::2]], [r.score for r in results[1::2]]
+    assert min(right) > 0.8 and max(wrong) < 0.3
+    again = RationaleJudge("judge/rationale.j2", prompts_dir, backend(server, tmp_path), temperature=0.7, samples=3)
+    assert [r.score for r in again(ps, ss)] == [r.score for r in results] and len(server.answered) == 3 * len(ss)
+    assert judge.version.endswith(":x3@0.7")

@@ -3,6 +3,8 @@ widening the chosen-vs-rejected margin, the reference a continued policy trains 
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from rest_loop.config import ConfigError, PairsConfig, TrainerConfig
@@ -153,3 +155,58 @@ def test_dpo_settings_that_cannot_work_stop_before_anything_runs(tmp_path, overr
     code, log = rest_loop(tmp_path / "run", *overrides)
     assert code == 2
     assert message in log and "Traceback" not in log and not list((tmp_path / "run").glob("round_*"))
+
+
+@pytest.mark.slow
+def test_self_rewarding_the_policy_judges_its_own_samples_and_dpo_continues_it(tmp_path):
+    """experiment=self_rewarding, shrunk: round 1's judge is the base, round 2's is round 1's policy (its adapter
+    in the same engine; its cache entries are keyed on those weights, tests/test_improve.py); each judgement
+    averages two sampled ratings of the additive rubric; DPO continues round 1's adapter against it."""
+    from rest_loop.store import read_json, read_jsonl
+    from tests.test_loop_e2e import run_ok
+
+    run_dir = tmp_path / "run"
+    run_ok([sys.executable, "-m", "rest_loop", "experiment=self_rewarding", "task.n_train=4", "task.n_heldout=4",
+            "loop.rounds=2", "reward.terms.judge.samples=2", "reward.terms.judge.max_tokens=96", "eval.max_tokens=16",
+            "sampler.max_tokens=16", "model.kv_cache_gb=1", f"paths.pools={tmp_path / 'pools'}",
+            f"judge.cache={tmp_path / 'judge.sqlite'}", f"hydra.run.dir={run_dir}"], timeout=900)
+    requests = 0
+    for r, judge, reference in ((1, "base", "base model"), (2, "round_001", "previous policy")):
+        stage = run_dir / f"round_{r:03d}"
+        judged = read_jsonl(stage / "improve/judgements.jsonl")
+        ok = [j for j in judged if j["status"] == "ok"]
+        assert ok and all(j["reason"].endswith("of 2 ratings") for j in ok)
+        assert all(abs(j["score"] * 10 - round(j["score"] * 10)) < 1e-9 for j in ok)  # the mean of two ratings 0..5
+        usage = read_json(stage / "improve/reward_terms.json")["judge"]["usage"]  # the process's, so far
+        assert usage["requests"] > requests, usage  # the round's own judge was asked
+        requests = usage["requests"]
+        done = read_json(stage / "finetune/DONE")
+        assert done["objective"] == "dpo" and done["reference"].startswith(reference)
+        assert read_json(stage / "grow/DONE")["policy"] == judge
+    assert read_json(run_dir / "manifest.json")["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_a_mixed_round_fine_tunes_on_the_kept_samples_then_trains_that_policy_with_dpo(tiny_model, tmp_path):
+    """loop.improve_steps=2 trainer.step_objectives=[sft,dpo]: one judged pool; step 1 is the filter and SFT from the
+    base, step 2 pairs and DPO continuing step 1's adapter against it; both policies evaluated."""
+    from rest_loop.store import read_json, read_jsonl
+    from tests.test_loop_e2e import cli, run_ok
+
+    run_dir = tmp_path / "run"
+    run_ok(cli(run_dir, tiny_model, "trainer=dpo", "loop.improve_steps=2", "trainer.step_objectives=[sft,dpo]",
+               "trainer.batch_size=4", "sampler.n=4", "task.n_train=8", "~reward.terms.correct",
+               "+reward.terms.caps={_target_:rest_loop.improve.verifiers.RegexMatch,pattern:'^[^A-Z]*$'}",
+               "+reward.terms.g={_target_:rest_loop.improve.verifiers.RegexMatch,pattern:'^[^g]*$'}"))
+    r1 = run_dir / "round_001"
+    assert (r1 / "improve/kept.jsonl").is_file() and (r1 / "finetune/train.jsonl").is_file()
+    sft = read_json(r1 / "finetune/DONE")
+    assert sft["method"] == "lora" and "objective" not in sft and sft["init"] == "base"
+    pairs = read_jsonl(r1 / "improve_2/pairs.jsonl")
+    assert pairs and read_jsonl(r1 / "finetune_2/pairs.jsonl") == pairs
+    dpo_done = read_json(r1 / "finetune_2/DONE")
+    assert dpo_done["objective"] == "dpo" and dpo_done["init"] == "previous"
+    assert dpo_done["started_from"] == sft["output"] and dpo_done["reference"].startswith("previous policy")
+    assert dpo_done["first"]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)  # it starts as its reference
+    assert (r1 / "eval/DONE").is_file() and (r1 / "eval_2/DONE").is_file()
+    assert not (r1 / "improve_2/judgements.jsonl").exists()  # one judged pool, judged once

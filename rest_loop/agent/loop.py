@@ -38,9 +38,9 @@ MODES = ("step", "trajectory")
 
 class AgentRun(Run):
     def __init__(self, cfg: RunConfig, raw: DictConfig):
-        if cfg.trainer.objective != "sft":
-            raise ConfigError(f"trainer.objective={cfg.trainer.objective}: an agent's rounds fine-tune on its "
-                              "trajectories with SFT; preference pairs of trajectories are not built yet")
+        if cfg.trainer.prefers():
+            raise ConfigError("trainer.objective=dpo: an agent's rounds fine-tune on its trajectories with SFT; "
+                              "preference pairs of trajectories are not built yet (nor dpo in trainer.step_objectives)")
         super().__init__(cfg, raw)
         if raw.agent is None:
             raise ConfigError("env is set but agent is not: choose an action format, e.g. agent=react")
@@ -58,8 +58,6 @@ class AgentRun(Run):
                            step_feedback=self.feedback.version if self.feedback else None)
 
     def grow(self, r: int, policy: Policy) -> list[Trajectory]:
-        self.grown_by = policy  # what step feedback draws its alternatives from
-
         def make() -> list[Trajectory]:
             log.info("round %d: roll out %d x %d trajectories with %s", r, len(self.task.train), self.cfg.sampler.n,
                      policy.name)

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from rest_loop.config import ConfigError, ModelConfig
-from rest_loop.engine import get_engine, logaddexp
+from rest_loop.engine import BASE, Policy, get_engine, logaddexp
 from rest_loop.improve.cache import ReplyCache, cache_key
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class Request:
     top_logprobs: int = 0  # > 0: also return the first token's top alternatives
     regex: str | None = None  # constrain the answer to this pattern (vLLM's structured outputs)
     attempt: int = 0  # re-asking an unparsed answer is a new request with its own cache entry
+    draw: int = 0  # the k-th of several sampled judgements of one sample: each its own request and cache entry
 
 
 @dataclass
@@ -115,6 +116,7 @@ class LocalBackend:
         from rest_loop.models import resolve_model
 
         engine = get_engine(resolve_model(self.model.source, self.model.cache_dir, self.model.allow_pickle), self.model, self.seed)
+        policy = self.policy()
         with tqdm(total=len(requests), desc="judge (local vLLM)", unit="req") as bar:
             for start in range(0, len(requests), self.chunk):
                 batch = requests[start:start + self.chunk]
@@ -131,7 +133,7 @@ class LocalBackend:
 
                         params["structured_outputs"] = StructuredOutputsParams(regex=regex)
                     prompts = [engine.chat_prompt(batch[i].messages) for i in idx]
-                    outs = engine.generate(prompts, params, use_tqdm=False)
+                    outs = engine.generate(prompts, params, policy, use_tqdm=False)
                     for i, out in zip(idx, outs):
                         c = out[0]
                         self.usage.requests += 1
@@ -139,6 +141,34 @@ class LocalBackend:
                         self.usage.completion_tokens += len(c.token_ids)
                         on_reply(start + i, Reply(c.text, c.top_logprobs, c.finish_reason))
                 bar.update(len(batch))
+
+
+    def policy(self) -> Policy:
+        return BASE
+
+
+class PolicyBackend(LocalBackend):
+    """The policy judges its own samples (Self-Rewarding LMs): the local engine with the adapter of the policy
+    that grew the round, which the loop sets with `use(policy)` before it judges. The reply cache keys on that
+    adapter, so one round's judgements are never another's."""
+
+    def __init__(self, model: ModelConfig | dict, seed: int = 0, cache: str | None = None, chunk: int = 256):
+        super().__init__(model, seed, cache, chunk)
+        self.base_identity, self.judging = dict(self.identity), BASE
+
+    def use(self, policy: Policy) -> None:
+        if policy.model is not None:
+            raise ConfigError("judge=policy: the policy judges through the base engine with its LoRA adapter; a "
+                              "fully fine-tuned policy (trainer.method=full) has its own engine: use trainer=lora")
+        self.judging = policy
+        from rest_loop.pools import folder_digest
+
+        weights = policy.output
+        self.identity = {**self.base_identity, "policy": policy.name,
+                         "weights": folder_digest(weights) if weights else None}  # what judges, by content
+
+    def policy(self) -> Policy:
+        return self.judging
 
 
 @dataclass

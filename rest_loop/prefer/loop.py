@@ -8,16 +8,22 @@
 
 `rest-loop trainer=dpo` selects it (trainer.objective=dpo). Grow, the judge, the pool cache, resume and
 evaluation are the ReST loop's own.
+
+Mixed rounds, `loop.improve_steps=2 trainer.step_objectives=[sft,dpo]`: step 1 filters the judged pool and
+fine-tunes on the kept samples (SFT, as ReST), step 2 makes pairs of the same pool and trains that policy on
+them with DPO, against it. Both are evaluated (`eval/`, `eval_2/`): SFT alone and SFT then DPO, one pool.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from rest_loop.config import RunConfig
+from rest_loop.engine import Policy
 from rest_loop.improve.filters import NothingKept, histogram
 from rest_loop.loop import Run, judge_cache
 from rest_loop.prefer.pairs import PreferencePair, build_pairs
@@ -29,13 +35,16 @@ log = logging.getLogger(__name__)
 
 
 class PreferenceRun(Run):
-    train_file = "pairs.jsonl"
-
     def __init__(self, cfg: RunConfig, raw: DictConfig):
         check_dpo(cfg.trainer)  # before the engine: a loss TRL refuses, original data that cannot be paired
         super().__init__(cfg, raw)
 
-    def improve(self, r: int, step: int, samples: list[Sample]) -> list[PreferencePair]:
+    def prefers(self, step: int) -> bool:
+        return self.cfg.trainer.objective_at(step) == "dpo"
+
+    def improve(self, r: int, step: int, samples: list[Sample]) -> list:
+        if not self.prefers(step):
+            return super().improve(r, step, samples)  # an SFT step of a mixed round: the filter's kept samples
         stage = self.stage(r, "improve", step)
         if not stage.done:
             judgements = self.judge(r, samples)
@@ -57,11 +66,24 @@ class PreferenceRun(Run):
         self.manifest.stage_done(r, stage.path.name, read_json(stage / "stats.json"))
         return read_jsonl(stage / "pairs.jsonl", PreferencePair)
 
-    def training_data(self, r: int, step: int, kept: list[PreferencePair]) -> list[PreferencePair]:
-        return kept  # the pairs as Improve made them; original targets are not pairs (check_dpo)
+    def train_file(self, step: int) -> str:
+        return "pairs.jsonl" if self.prefers(step) else super().train_file(step)
 
-    def train(self, examples: list, out: Path, start: str | None, learning_rate: float) -> dict:
-        return dpo(self.base_model, examples, self.cfg.trainer, out, start=start, learning_rate=learning_rate,
+    def training_data(self, r: int, step: int, kept: list) -> list:
+        # the pairs as Improve made them; original targets are not pairs (check_dpo)
+        return kept if self.prefers(step) else super().training_data(r, step, kept)
+
+    def start_of(self, step: int, previous: Policy) -> str | None:
+        """A DPO step after an SFT step of the same round trains that step's policy (SFT, then DPO)."""
+        if step > 1 and self.prefers(step) and not self.prefers(step - 1):
+            return previous.output
+        return super().start_of(step, previous)
+
+    def train(self, step: int, examples: list, out: Path, start: str | None, learning_rate: float) -> dict:
+        if not self.prefers(step):
+            return super().train(step, examples, out, start, learning_rate)
+        cfg = self.cfg.trainer if start is None else dataclasses.replace(self.cfg.trainer, init="previous")
+        return dpo(self.base_model, examples, cfg, out, start=start, learning_rate=learning_rate,
                    allow_pickle=self.cfg.model.allow_pickle)
 
 

@@ -68,7 +68,7 @@ def check_dpo(cfg: TrainerConfig) -> None:
     if known and (unknown := [t for t in cfg.loss_type if t not in known]):
         raise ConfigError(f"trainer.loss_type={list(cfg.loss_type)}: {', '.join(unknown)} is not one of TRL's DPO "
                           f"losses: {', '.join(sorted(known))}")
-    if cfg.mix_original:
+    if cfg.mix_original and "sft" not in (cfg.step_objectives or [cfg.objective]):
         raise ConfigError(f"trainer.mix_original={cfg.mix_original}: original targets are not preference pairs; "
                           "set it to 0 with trainer.objective=dpo")
     if cfg.accelerate_config:
