@@ -341,6 +341,7 @@ class EvalConfig:
     pass_k: int = 0  # also draw this many samples per prompt and report pass@1..k (0: off)
     temperature: float = 0.8  # for the pass@k samples
     reward: Any = None  # a reward for held-out completions that is not the training reward (e.g. a judge)
+    win_rate: Any = None  # a pairwise judge (_target_): each policy against the one evaluated before it
 
     def __post_init__(self):
         check("eval.max_tokens", self.max_tokens >= 1, "must be >= 1", self.max_tokens)

@@ -35,6 +35,7 @@ from rest_loop.manifest import Manifest, stage_name
 from rest_loop.metrics import diversity
 from rest_loop.models import resolve_model
 from rest_loop.pools import Pools
+from rest_loop.prefer.winrate import against_previous
 from rest_loop.preflight import check_gold, check_references
 from rest_loop.records import Judgement, KeptExample, Prompt, Sample
 from rest_loop.report import round_line, table, write_csv
@@ -56,6 +57,7 @@ class Run:
         self.task = build(raw.task)
         self.reward = Reward.from_config(raw.reward)
         self.eval_reward = Reward.from_config(raw.eval.reward) if raw.eval.reward else None
+        self.win_judge = build(raw.eval.win_rate) if raw.eval.get("win_rate") else None  # eval=win_rate
         self.prompts: dict[str, Prompt] = {p.id: p for p in self.task.train + self.task.heldout}
         check_references(self.reward, self.task)
         check_gold(self.reward, self.task, raw)  # before the engine: a reward that cannot score the gold answers
@@ -283,12 +285,21 @@ class Run:
             metrics = evaluate(self.ready(policy), policy, self.task.heldout, self.task.metric, self.reward,
                                self.cfg.eval, r, stage.path, eval_reward=self.eval_reward, pools=self.pools)
             metrics.update(step=step, cache=self.cache_events())
+            if self.win_judge is not None and (before := self.evaluated_before(r, step)) is not None:
+                metrics["win_rate"] = against_previous(self.win_judge, self.task.heldout, before, stage.path)
             write_json(stage / "metrics.json", metrics)
             stage.finish()
         metrics = read_json(stage / "metrics.json")
         self.manifest.stage_done(r, stage.path.name, metrics)
         write_csv(self.manifest, self.dir / "metrics.csv")
         return metrics
+
+    def evaluated_before(self, r: int, step: int) -> Path | None:
+        """The evaluation stage just before (r, step): the round's previous step, or the last of the round before."""
+        if r == 0:
+            return None
+        return self.stage(r, "eval", step - 1).path if step > 1 else \
+            self.stage(r - 1, "eval", self.cfg.loop.improve_steps if r > 1 else 1).path
 
 
 def launch_configs(cfg: RunConfig) -> list[str]:

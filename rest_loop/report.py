@@ -51,6 +51,8 @@ def rows(manifest: Manifest) -> list[dict]:
             "grow_distinct_2": entry.get("grow", {}).get("distinct_2") if step == 1 else None,
             "wall_s": entry.get("wall_s") if step == 1 else None,
         })
+        if win := ev.get("win_rate"):  # eval=win_rate: against the evaluation before, and the judge's first-place bias
+            out[-1].update(win_rate=win.get("win_rate"), first_wins=win.get("first_wins"))
         terms = imp.get("reward_terms") or {}
         if len(terms) > 1:  # a composite reward: each term's mean over the samples it was asked about
             out[-1].update({f"term:{k}": v.get("mean_score") for k, v in terms.items()})
@@ -84,6 +86,8 @@ def table(manifest: Manifest) -> str:
     terms = list(dict.fromkeys(k for row in data for k in row if k.startswith("term:")))
     at = next(i for i, c in enumerate(columns) if c[1] == "train_reward") + 1
     columns[at:at] = [(k[5:], k, ".3f") for k in terms]
+    if any(row.get("win_rate") is not None for row in data):  # after held-out
+        columns[4:4] = [("win vs prev", "win_rate", ".3f"), ("judge picks first", "first_wins", ".2f")]
     cells = [[fmt(row.get(key), spec) if spec != "s" else str(row.get(key) or "-") for _, key, spec in columns]
              for row in data]
     header = [name if name != "pass@k" else f"pass@{next((r['k'] for r in data if r['k']), 'k')}"

@@ -300,3 +300,41 @@ def test_a_sampled_judge_asks_k_times_and_averages(server, tmp_path, prompts_dir
     again = RationaleJudge("judge/rationale.j2", prompts_dir, backend(server, tmp_path), temperature=0.7, samples=3)
     assert [r.score for r in again(ps, ss)] == [r.score for r in results] and len(server.answered) == 3 * len(ss)
     assert judge.version.endswith(":x3@0.7")
+
+
+def pairwise_oracle(body: dict) -> str:
+    """A pairwise judge that picks the answer matching the reference, whichever place it is shown in."""
+    import re
+
+    from rest_loop.improve.verifiers import extract_number
+
+    text = body["messages"][-1]["content"]
+    reference = extract_number(re.search(r"Reference answer: (.*)", text).group(1))
+    a = re.search(r"Answer A:\n(.*?)\n\nAnswer B:", text, re.S).group(1)
+    b = re.search(r"Answer B:\n(.*)\Z", text, re.S).group(1)
+    right_a, right_b = extract_number(a) == reference, extract_number(b) == reference
+    return f"Comparing with the reference.\nWinner: {'tie' if right_a == right_b else 'A' if right_a else 'B'}"
+
+
+@pytest.mark.parametrize("respond,win,first_wins,consistency", [
+    (pairwise_oracle, 0.75, 0.5, 1.0),                         # a fair judge: no bias, both orders agree
+    (lambda body: "Both are fine.\nWinner: A", 0.5, 1.0, 0.0),  # a judge that always picks the first shown
+])
+def test_win_rate_asks_both_orders_and_measures_the_judges_position_bias(tmp_path, prompts_dir, respond, win,
+                                                                        first_wins, consistency):
+    """New answers right on 2 of 4 prompts where the old ones were wrong, the same on 1, both wrong but different on
+    1: a fair judge gives 0.75 (2 wins, 2 ties); a judge that always names A gives 0.5 and shows its bias."""
+    from rest_loop.prefer.winrate import PairwiseJudge, win_rate
+
+    ps = [Prompt(f"p{i}", [], input=f"{i}+{i}=?", reference=str(2 * i)) for i in range(1, 5)]
+    new = {"p1": "It is 2.", "p2": "It is 4.", "p3": "It is 6.", "p4": "It is 7."}
+    old = {"p1": "It is 3.", "p2": "It is 5.", "p3": "It is 6.", "p4": "It is 9."}
+    with JudgeServer(respond) as server:
+        judge = PairwiseJudge("judge/pairwise.j2", prompts_dir, backend(server, tmp_path))
+        result = win_rate(judge, ps, new, old)
+        assert len(server.answered) == 6  # both orders of the 3 prompts whose answers differ
+        shown = [body["messages"][0]["content"] for body in server.answered]
+        assert sum("Answer A:\nIt is 2.\n\nAnswer B:\nIt is 3." in t for t in shown) == 1  # new first, then
+        assert sum("Answer A:\nIt is 3.\n\nAnswer B:\nIt is 2." in t for t in shown) == 1  # new second
+    assert result["win_rate"] == pytest.approx(win) and result["identical"] == 1 and result["judged"] == 3
+    assert result["first_wins"] == pytest.approx(first_wins) and result["consistency"] == pytest.approx(consistency)

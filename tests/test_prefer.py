@@ -210,3 +210,29 @@ def test_a_mixed_round_fine_tunes_on_the_kept_samples_then_trains_that_policy_wi
     assert dpo_done["first"]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)  # it starts as its reference
     assert (r1 / "eval/DONE").is_file() and (r1 / "eval_2/DONE").is_file()
     assert not (r1 / "improve_2/judgements.jsonl").exists()  # one judged pool, judged once
+
+
+@pytest.mark.slow
+def test_eval_win_rate_judges_each_policy_against_the_one_before_in_both_orders(tiny_model, tmp_path):
+    """eval=win_rate with a judge behind an OpenAI-compatible server on loopback: round 1's metrics.json holds its
+    win rate against round 0's greedy answers, asked in both orders, and the table shows it."""
+    from rest_loop.store import read_json, read_jsonl
+    from tests.judge_server import JudgeServer
+    from tests.test_judge_openai import pairwise_oracle
+    from tests.test_loop_e2e import cli, run_ok
+
+    run_dir = tmp_path / "run"
+    with JudgeServer(pairwise_oracle) as server:
+        log = run_ok(cli(run_dir, tiny_model, "eval=win_rate", "eval.max_tokens=8", "judge=openai",
+                         f"judge.base_url={server.url}", "judge.model=judge-test", "judge.api_key_env=null",
+                         f"judge.cache={tmp_path / 'judge.sqlite'}", "trainer.learning_rate=5e-3"))
+        asked = len(server.answered)
+    assert "win_rate" not in read_json(run_dir / "round_000/eval/metrics.json")  # the base has nothing before it
+    win = read_json(run_dir / "round_001/eval/metrics.json")["win_rate"]
+    before = {r["prompt_id"]: r["text"] for r in read_jsonl(run_dir / "round_000/eval/completions.jsonl")}
+    now = {r["prompt_id"]: r["text"] for r in read_jsonl(run_dir / "round_001/eval/completions.jsonl")}
+    differ = sum(before[k] != now[k] for k in now)
+    assert win["prompts"] == 4 and win["identical"] == 4 - differ and asked == 2 * differ
+    assert win["against"] == "round_000/eval" and win["judge"].startswith("pairwise:")
+    assert win["win_rate"] == 0.5  # the tiny model is wrong both times: every judged pair is a tie
+    assert "win vs prev" in log and "judge picks first" in log

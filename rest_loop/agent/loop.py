@@ -41,6 +41,9 @@ class AgentRun(Run):
         if cfg.trainer.prefers():
             raise ConfigError("trainer.objective=dpo: an agent's rounds fine-tune on its trajectories with SFT; "
                               "preference pairs of trajectories are not built yet (nor dpo in trainer.step_objectives)")
+        if raw.eval.get("win_rate"):
+            raise ConfigError("eval.win_rate: a pairwise judge of an agent's trajectories is not built yet; "
+                              "use eval=default with an agent")
         super().__init__(cfg, raw)
         if raw.agent is None:
             raise ConfigError("env is set but agent is not: choose an action format, e.g. agent=react")
