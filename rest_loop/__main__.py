@@ -43,7 +43,7 @@ CONF = str(CONF_DIR)  # conf/ of the checkout, or of the installed package (rest
 # Of the judge, only how it is reached and what it may spend: never what it judges with.
 JUDGE_MAY_CHANGE = ("base_url", "api_key_env", "max_concurrency", "timeout", "max_retries", "backoff",
                     "max_backoff", "budget_requests", "budget_tokens")
-RESUME_MAY_CHANGE = ("loop.", "filter.", "eval.", *(f"judge.{k}" for k in JUDGE_MAY_CHANGE))
+RESUME_MAY_CHANGE = ("loop.", "filter.", "trainer.pairs.", "eval.", *(f"judge.{k}" for k in JUDGE_MAY_CHANGE))
 NO_SPACE = {  # errno -> (what happened, what to do)
     errno.ENOSPC: ("the disk is full", "free space on that disk"),
     errno.EDQUOT: ("the disk quota is used up", "free space or raise the quota"),
@@ -61,8 +61,8 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
                  if not o.startswith("resume=") and not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     for o in OverridesParser.create().parse_overrides(overrides):
         if not o.key_or_group.startswith(RESUME_MAY_CHANGE):
-            raise ConfigError(f"{o.input_line}: a resumed run keeps its saved config; only "
-                              f"loop.*, filter.*, eval.* and judge.{{{','.join(JUDGE_MAY_CHANGE)}}} can change")
+            raise ConfigError(f"{o.input_line}: a resumed run keeps its saved config; only loop.*, filter.*, "
+                              f"trainer.pairs.*, eval.* and judge.{{{','.join(JUDGE_MAY_CHANGE)}}} can change")
         OmegaConf.update(old, o.key_or_group, o.value(), merge=True)
     old.resume = cfg.resume
     old.paths.run_dir = str(Path(cfg.resume).resolve())

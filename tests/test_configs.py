@@ -138,7 +138,8 @@ def test_resume_refuses_to_change_finished_settings(tmp_path):
     out = subprocess.run([sys.executable, "-m", "rest_loop", f"resume={tmp_path}", "sampler.n=4"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    message = "sampler.n=4: a resumed run keeps its saved config; only loop.*, filter.*, eval.* and judge.{base_url,"
+    message = ("sampler.n=4: a resumed run keeps its saved config; only loop.*, filter.*, trainer.pairs.*, eval.* "
+               "and judge.{base_url,")
     assert message in out.stderr + out.stdout
 
 

@@ -59,8 +59,9 @@ class PreferenceRun(Run):
                 raise NothingKept(
                     f"round {r}: {len(pairs)} preference pairs from {len(samples)} samples, fewer than "
                     f"filter.min_keep={self.cfg.filter.min_keep}. Judgement statuses: {stats['status']}; left after "
-                    f"each stage: {left}. See {self.stage(r, 'improve') / 'judgements.jsonl'}. To go on: more samples "
-                    f"per prompt (sampler.n), a smaller trainer.pairs.min_gap, or trainer.pairs.strategy=all")
+                    f"each stage: {left}. See {self.stage(r, 'improve') / 'judgements.jsonl'}. To go on with this pool: "
+                    f"rest-loop resume={self.dir} trainer.pairs.min_gap=<smaller> (or trainer.pairs.strategy=all); "
+                    "a new run can draw more samples per prompt (sampler.n)")
             write_jsonl(stage / "pairs.jsonl", pairs)
             stage.finish(pairs=len(pairs))
         self.manifest.stage_done(r, stage.path.name, read_json(stage / "stats.json"))
