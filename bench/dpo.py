@@ -51,12 +51,9 @@ def config(args):
 
 
 def tokens(trainer, epochs: float) -> int:
-    """Prompt (twice), chosen and rejected tokens of the tokenized train set, over the epochs."""
-    ds = trainer.train_dataset
-    cols = ds.column_names
-    n = sum(2 * len(p) for p in ds["prompt_ids"]) if "prompt_ids" in cols else 0
-    n += sum(len(x) for c in ("chosen_ids", "rejected_ids") if c in cols for x in ds[c])
-    return int(n * epochs)
+    from rest_loop.prefer.train import pair_tokens
+
+    return int(pair_tokens(trainer.train_dataset) * epochs)
 
 
 def run_ours(cfg, data, out: Path) -> dict:

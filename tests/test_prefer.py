@@ -94,6 +94,7 @@ def test_dpo_lowers_its_loss_and_widens_the_margin_and_continues_against_the_rig
     assert first["first"]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)
     assert first["last"]["loss"] < first["first"]["loss"] - 0.2, first
     assert first["last"]["rewards/margins"] > 0.5, first
+    assert first["tokens_per_s"] > 0 and first["reference"] == "base model (adapter off)"
     adapter = tmp_path / "one/adapter"
     assert (adapter / "adapter_config.json").is_file() and not (adapter / "ref").exists()  # the policy alone
 

@@ -36,6 +36,13 @@ def to_dataset(pairs: list[PreferencePair]):
                                "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs])
 
 
+def pair_tokens(dataset) -> int:
+    """The tokens DPO feeds per epoch: each pair's prompt twice (with each answer), its chosen and rejected."""
+    columns = dataset.column_names
+    n = sum(2 * len(ids) for ids in dataset["prompt_ids"]) if "prompt_ids" in columns else 0
+    return n + sum(len(ids) for c in ("chosen_ids", "rejected_ids") if c in columns for ids in dataset[c])
+
+
 def dpo_config(cfg: TrainerConfig, lr: float, work: Path, run_name: str | None = None):
     from trl import DPOConfig
 
@@ -97,11 +104,14 @@ def dpo(base_model: str, pairs: list[PreferencePair], cfg: TrainerConfig, out: P
     ref_adapter = "ref" in getattr(unwrapped, "peft_config", {})
     if ref_adapter and cfg.reference == "base":
         unwrapped.delete_adapter("ref")  # without it, TRL's reference is the model with its adapters off: the base
-    reference = ("previous policy (a frozen copy of its adapter)" if ref_adapter and cfg.reference == "start"
-                 else "base model (adapter off)" if peft_config is not None or previous else "a second model")
+    reference = ("a second copy of the start model" if cfg.method == "full"
+                 else "previous policy (a frozen copy of its adapter)" if ref_adapter and cfg.reference == "start"
+                 else "base model (adapter off)")
+    tokens = pair_tokens(trainer.train_dataset) * cfg.epochs  # the whole schedule's
     begin = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - begin
+    tokens_run = tokens * (result.global_step - resumed_step) / max(trainer.state.max_steps, 1)  # this call's share
     if "ref" in getattr(unwrapped, "peft_config", {}):
         unwrapped.delete_adapter("ref")  # the saved adapter is the policy alone
     output = out / ("model" if cfg.method == "full" else "adapter")
@@ -121,6 +131,7 @@ def dpo(base_model: str, pairs: list[PreferencePair], cfg: TrainerConfig, out: P
         "steps": result.global_step,
         "resumed_steps": resumed_step,
         "seconds": round(seconds, 1),
+        "tokens_per_s": round(tokens_run / seconds, 1) if seconds else None,
         "method": cfg.method,
         "objective": "dpo",
         "loss_type": list(cfg.loss_type),
