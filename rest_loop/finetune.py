@@ -96,14 +96,8 @@ def finetune(base_model: str, examples: list[KeptExample], cfg: TrainerConfig, o
         return launch(base_model, examples, cfg, out, start, learning_rate, allow_pickle)
     from trl import SFTTrainer
 
-    lr = cfg.learning_rate if learning_rate is None else learning_rate
-    previous = start if cfg.init == "previous" and start else None
-    model, tokenizer, peft_config = load(base_model, cfg, previous, allow_pickle)
-    work = out / "trainer"
-    resume = last_checkpoint(work, prune=main_process())
-    resumed_step = read_json(Path(resume) / "trainer_state.json")["global_step"] if resume else 0
-    # TensorBoard's event files go beside the adapter, not in `work`, which is deleted after training
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
+    lr, previous, model, tokenizer, peft_config, work, resume, resumed_step = prepare(
+        base_model, cfg, out, start, learning_rate, allow_pickle)
     trainer = SFTTrainer(model=model, args=sft_config(cfg, lr, work, run_name=f"{out.parent.name}/{out.name}"),
                          train_dataset=to_dataset(examples), processing_class=tokenizer, peft_config=peft_config)
     begin = time.perf_counter()
@@ -132,6 +126,21 @@ def finetune(base_model: str, examples: list[KeptExample], cfg: TrainerConfig, o
         "output": str(output),
         "resumed_from": resume,
     }
+
+
+def prepare(base_model: str, cfg: TrainerConfig, out: Path, start: str | None, learning_rate: float | None,
+            allow_pickle: bool) -> tuple:
+    """What a trainer (SFT or DPO) starts from: (learning rate, the previous output it continues or None, model,
+    tokenizer, LoRA config, its checkpoint folder, the checkpoint to resume from or None, that checkpoint's step)."""
+    lr = cfg.learning_rate if learning_rate is None else learning_rate
+    previous = start if cfg.init == "previous" and start else None
+    model, tokenizer, peft_config = load(base_model, cfg, previous, allow_pickle)
+    work = out / "trainer"
+    resume = last_checkpoint(work, prune=main_process())
+    resumed_step = read_json(Path(resume) / "trainer_state.json")["global_step"] if resume else 0
+    # TensorBoard's event files go beside the adapter, not in `work`, which is deleted after training
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
+    return lr, previous, model, tokenizer, peft_config, work, resume, resumed_step
 
 
 def load(base_model: str, cfg: TrainerConfig, previous: str | None, allow_pickle: bool = False):

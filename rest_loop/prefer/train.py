@@ -14,16 +14,15 @@ With trainer.method=full TRL loads the reference as a second model. `trainer.los
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import time
 from pathlib import Path
 
 from rest_loop.config import ConfigError, TrainerConfig
-from rest_loop.finetune import last_checkpoint, load, main_process, on_gpu, save
+from rest_loop.finetune import main_process, on_gpu, prepare, save
 from rest_loop.prefer.pairs import PreferencePair
-from rest_loop.store import read_json, write_jsonl
+from rest_loop.store import write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +90,8 @@ def dpo(base_model: str, pairs: list[PreferencePair], cfg: TrainerConfig, out: P
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lr = cfg.learning_rate if learning_rate is None else learning_rate
-    previous = start if cfg.init == "previous" and start else None
-    model, tokenizer, peft_config = load(base_model, cfg, previous, allow_pickle)
-    work = out / "trainer"
-    resume = last_checkpoint(work, prune=main_process())
-    resumed_step = read_json(Path(resume) / "trainer_state.json")["global_step"] if resume else 0
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
+    lr, previous, model, tokenizer, peft_config, work, resume, resumed_step = prepare(
+        base_model, cfg, out, start, learning_rate, allow_pickle)
     trainer = DPOTrainer(model=model, args=dpo_config(cfg, lr, work, run_name=f"{out.parent.name}/{out.name}"),
                          train_dataset=to_dataset(pairs), processing_class=tokenizer, peft_config=peft_config)
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
