@@ -40,6 +40,7 @@ from pathlib import Path
 
 from rest_loop.config import PROJECT_ROOT, ConfigError, TrainerConfig
 from rest_loop.records import KeptExample
+from rest_loop.resources import SHIPPED
 from rest_loop.store import read_json, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,8 @@ def check_method(cfg: TrainerConfig) -> None:
         raise ConfigError("trainer.padding_free=true: needs trainer.packing=true. TRL only truncates a "
                           "padding-free batch to trainer.max_length when it packs, and refuses otherwise; "
                           "packing=true turns padding-free on by itself")
-    if cfg.accelerate_config and not Path(cfg.accelerate_config).is_file():
-        raise ConfigError(f"trainer.accelerate_config={cfg.accelerate_config}: no such file "
-                          f"(see {PROJECT_ROOT / 'conf' / 'accelerate'})")
+    if cfg.accelerate_config:
+        check_launch(Path(cfg.accelerate_config))
     for name in cfg.report_to:
         if name not in TRACKERS:
             raise ConfigError(f"trainer.report_to: {name!r} is not one of {', '.join(TRACKERS)}")
@@ -78,6 +78,30 @@ def check_method(cfg: TrainerConfig) -> None:
     except Exception as e:  # not installed, or installed without its CUDA library
         raise ConfigError(f"trainer.method=qlora: needs bitsandbytes, which does not import ({e}); "
                           "install it with pip install -e '.[gpu]'") from None
+
+
+def check_launch(config_file: Path) -> None:
+    """An accelerate config that cannot train as it says: no such file, FSDP without a GPU (accelerate turns
+    FSDP on only for processes on accelerators; on CPU processes it wraps the model in DDP and says nothing),
+    DeepSpeed without the deepspeed package."""
+    if not config_file.is_file():
+        shipped = ", ".join(sorted(p.name for p in (SHIPPED / "launch").glob("*.yaml")))
+        raise ConfigError(f"trainer.accelerate_config={config_file}: no such file; {SHIPPED / 'launch'} has {shipped}")
+    kind = launch_settings(config_file).distributed_type.value
+    if kind == "FSDP" and not on_gpu():
+        raise ConfigError(f"trainer.accelerate_config={config_file}: FSDP needs GPUs; on CPU processes accelerate "
+                          "trains with DDP instead. Use launch/ddp_cpu.yaml here")
+    if kind == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"trainer.accelerate_config={config_file}: DeepSpeed is not installed: pip install deepspeed")
+
+
+def launch_settings(config_file: Path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    try:
+        return load_config_from_file(str(config_file))
+    except Exception as e:  # noqa: BLE001 - accelerate raises whatever its yaml or dataclass parsing does
+        raise ConfigError(f"trainer.accelerate_config={config_file}: not an accelerate config ({e})") from None
 
 
 def finetune(base_model: str, examples: list[KeptExample], cfg: TrainerConfig, out: Path,
@@ -125,6 +149,8 @@ def finetune(base_model: str, examples: list[KeptExample], cfg: TrainerConfig, o
         "learning_rate": lr,
         "output": str(output),
         "resumed_from": resume,
+        "processes": int(os.environ.get("WORLD_SIZE", 1)),  # training processes (accelerate launch: each one)
+        "distributed": trainer.accelerator.distributed_type.value,  # NO, MULTI_CPU (DDP), MULTI_GPU, FSDP, DEEPSPEED
     }
 
 
@@ -293,17 +319,38 @@ def launch(base_model: str, examples: list[KeptExample], cfg: TrainerConfig, out
     write_json(job, {"base_model": base_model, "trainer": settings, "start": start, "learning_rate": learning_rate,
                      "allow_pickle": allow_pickle, "tokens": bool(examples) and hasattr(examples[0], "input_ids")})
     (out / "summary.json").unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg.accelerate_config),
-           "--quiet", "-m", "rest_loop.finetune", str(job)]  # quiet: the child's traceback, not the launcher's
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    cmd, processes = launcher(Path(cfg.accelerate_config), job, env)
     log.info("fine-tune via %s", " ".join(cmd))
     code, tail = run_passing_through(cmd, env)
     if code != 0 or not (out / "summary.json").is_file():
         raise RuntimeError(f"accelerate launch exited with {code}: {' '.join(cmd)}\n... {tail}")
     summary = read_json(out / "summary.json")
+    asked = launch_settings(Path(cfg.accelerate_config)).distributed_type.value
+    if summary["processes"] != processes or asked in ("FSDP", "DEEPSPEED") and summary["distributed"] != asked:
+        raise RuntimeError(f"{cfg.accelerate_config} asks for {processes} processes ({asked}), but "
+                           f"{summary['processes']} trained ({summary['distributed']}): {' '.join(cmd)}")
     for name in ("job.json", "examples.jsonl", "summary.json"):
         (out / name).unlink()
     return summary
+
+
+def launcher(config_file: Path, job: Path, env: dict) -> tuple[list[str], int]:
+    """The command that runs `python -m rest_loop.finetune job` as the accelerate config asks, and how many
+    processes it starts. accelerate launch starts several CPU processes (MULTI_CPU) only through mpirun and
+    a hostfile; without one its simple launcher starts one process and ignores num_processes. Those are
+    started here with torchrun, the launcher accelerate itself uses for GPUs (gloo between CPU processes),
+    each with an equal share of the cores unless OMP_NUM_THREADS is set."""
+    settings = launch_settings(config_file)
+    processes = settings.num_processes * settings.num_machines if settings.distributed_type.value != "NO" else 1
+    hostfile = (settings.mpirun_config or {}).get("mpirun_hostfile")
+    if settings.distributed_type.value == "MULTI_CPU" and settings.num_machines == 1 and not hostfile:
+        env.update(ACCELERATE_USE_CPU="true", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS")
+                   or str(max(1, (os.cpu_count() or 1) // settings.num_processes)))
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                str(settings.num_processes), "-m", "rest_loop.finetune", str(job)], processes
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), "--quiet",
+            "-m", "rest_loop.finetune", str(job)], processes  # quiet: the child's traceback, not the launcher's
 
 
 def run_passing_through(cmd: list[str], env: dict) -> tuple[int, str]:

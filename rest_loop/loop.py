@@ -47,10 +47,7 @@ log = logging.getLogger(__name__)
 class Run:
     def __init__(self, cfg: RunConfig, raw: DictConfig):
         self.cfg, self.dir = cfg, Path(cfg.paths.run_dir)
-        if cfg.trainer.accelerate_config and not Path(cfg.trainer.accelerate_config).is_file():
-            raise ConfigError(f"trainer.accelerate_config={cfg.trainer.accelerate_config!r}: no such file; "
-                              f"{Path(cfg.paths.package) / 'launch'} has {', '.join(launch_configs(cfg))}")
-        check_method(cfg.trainer)  # before anything runs: QLoRA needs a GPU
+        check_method(cfg.trainer)  # before anything runs: QLoRA needs a GPU, FSDP too
         if swept := sweep_temporaries(self.dir):
             log.info("removed %d temporary files left by an interrupted run", swept)
         self.manifest = Manifest.open(self.dir, cfg)
@@ -300,11 +297,6 @@ class Run:
             return None
         return self.stage(r, "eval", step - 1).path if step > 1 else \
             self.stage(r - 1, "eval", self.cfg.loop.improve_steps if r > 1 else 1).path
-
-
-def launch_configs(cfg: RunConfig) -> list[str]:
-    """The accelerate launch configs rest-loop ships (launch/*.yaml), for the message about a missing one."""
-    return sorted(p.name for p in (Path(cfg.paths.package) / "launch").glob("*.yaml")) or ["none"]
 
 
 def lower_threshold(f, round: int, step: int) -> str:

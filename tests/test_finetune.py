@@ -20,7 +20,8 @@ from rest_loop.resources import SHIPPED
 
 ACCELERATE = SHIPPED / "launch"  # accelerate launch configs: not a Hydra group, so not under conf/
 SUMMARY_KEYS = {"examples", "train_loss", "steps", "seconds", "tokens_per_s", "method", "init", "started_from",
-                "learning_rate", "output", "resumed_from"}
+                "learning_rate", "output", "resumed_from", "processes",
+                "distributed"}
 
 
 def examples(n: int = 8) -> list[KeptExample]:
@@ -231,7 +232,8 @@ def test_accelerate_configs_load():
     from accelerate.commands.config.config_args import load_config_from_file
 
     kinds = {p.stem: load_config_from_file(str(p)).distributed_type.value for p in ACCELERATE.glob("*.yaml")}
-    assert kinds == {"cpu": "NO", "ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed_zero2": "DEEPSPEED"}
+    assert kinds == {"cpu": "NO", "ddp_cpu": "MULTI_CPU", "ddp": "MULTI_GPU", "fsdp": "FSDP",
+                     "deepspeed_zero2": "DEEPSPEED"}
     assert all(p.read_text().startswith("# ") for p in ACCELERATE.glob("*.yaml"))  # each says what it is for
 
 

@@ -56,7 +56,7 @@ def test_help_is_ours(module, command):
 def test_the_accelerate_launch_configs_are_not_a_config_group():
     assert not (CONF / "accelerate").exists()
     assert sorted(p.name for p in (SHIPPED / "launch").glob("*.yaml")) == [
-        "cpu.yaml", "ddp.yaml", "deepspeed_zero2.yaml", "fsdp.yaml"]
+        "cpu.yaml", "ddp.yaml", "ddp_cpu.yaml", "deepspeed_zero2.yaml", "fsdp.yaml"]
     cfg = compose_config("trainer.accelerate_config=${paths.package}/launch/ddp.yaml")
     assert Path(cfg.trainer.accelerate_config).is_file()
 

@@ -1,0 +1,190 @@
+"""Scale-out run for real on one machine: a fine-tune in two CPU processes (DDP over gloo, launch/ddp_cpu.yaml)
+against one process with the same global batch, its checkpoint resume, and which process writes; the
+accelerate configs that cannot train here stop before anything runs.
+
+Measured on the tiny model (16 examples, 8 steps): the two-process losses equal the one-process ones to
+1e-6 and the adapters to 7e-6 (weights of size ~0.1); the tolerances below are 1e-4 and 1e-4."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rest_loop.config import ConfigError, TrainerConfig
+from rest_loop.finetune import check_method, finetune, launcher
+from rest_loop.records import KeptExample
+from rest_loop.resources import SHIPPED
+from rest_loop.store import read_jsonl, write_jsonl
+
+DDP_CPU = str(SHIPPED / "launch" / "ddp_cpu.yaml")
+
+# Records, in each training process but the main one, every file it creates, writes, renames or removes
+# under REST_LOOP_AUDIT_UNDER: Python's audit events, so what Python code writes (writes made inside C++ or
+# Rust, such as torch.save's zip writer and safetensors, raise no event).
+AUDIT = textwrap.dedent('''
+    import os, sys
+    if os.environ.get("RANK", "0") != "0" and os.environ.get("REST_LOOP_AUDIT_UNDER"):
+        under, log = os.environ["REST_LOOP_AUDIT_UNDER"], os.environ["REST_LOOP_AUDIT_LOG"] + os.environ["RANK"]
+        WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
+
+        def hook(event, args):
+            if event == "open":
+                path, mode, flags = args
+                writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool((flags or 0) & WRITE)
+                paths = [path] if writes else []
+            elif event == "os.mkdir":
+                paths = [] if os.path.isdir(args[0]) else [args[0]]  # exist_ok on a folder that is there: nothing
+            elif event in ("os.rename", "os.replace", "os.remove", "shutil.rmtree", "os.rmdir"):
+                paths = [a for a in args[:2] if isinstance(a, (str, bytes, os.PathLike))]
+            else:
+                return
+            for p in paths:
+                p = os.fsdecode(p) if not isinstance(p, int) else ""
+                if p.startswith(under) and not p.startswith(log):
+                    with open(log, "a") as f:  # under /tmp, not `under`
+                        f.write(f"{event} {p}\\n")
+
+        with open(log, "a") as f:
+            f.write("audit on\\n")
+        sys.addaudithook(hook)
+''')
+
+
+def examples(n: int = 16) -> list[KeptExample]:
+    """Prompts and completions of different lengths, so batches pad differently in one and two processes."""
+    return [KeptExample(round=1, prompt_id=f"{a}", sample_idx=0,
+                        messages=[{"role": "user", "content": f"What is {a} + {a}?" + " please" * (a % 5)}],
+                        completion=str(2 * a) + " yes" * (a % 3), score=1.0, policy="base", seed=0, reward="exact")
+            for a in range(10, 10 + n)]
+
+
+def settings(**changes) -> TrainerConfig:
+    return TrainerConfig(**{"epochs": 2, "learning_rate": 1e-2, "logging_steps": 1, "lora_r": 4, "lora_alpha": 8,
+                            **changes})
+
+
+def losses(out: Path) -> list[float]:
+    return [row["loss"] for row in read_jsonl(out / "metrics.jsonl") if "loss" in row]
+
+
+def adapter(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(out / "adapter" / "adapter_model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory) -> Path:
+    """A folder on PYTHONPATH whose sitecustomize audits the writes of non-main training processes."""
+    folder = tmp_path_factory.mktemp("audit")
+    (folder / "sitecustomize.py").write_text(AUDIT)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def two_processes(tiny_model, audited, tmp_path_factory) -> tuple[Path, dict, Path]:
+    """The 2-process fine-tune: 16 examples, 2 per process per step, 8 steps, a checkpoint every 2."""
+    out, log = tmp_path_factory.mktemp("two"), tmp_path_factory.mktemp("audit-log") / "rank"
+    env = {"PYTHONPATH": os.pathsep.join([str(audited), os.environ.get("PYTHONPATH", "")]),
+           "REST_LOOP_AUDIT_UNDER": str(out), "REST_LOOP_AUDIT_LOG": str(log)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        summary = finetune(tiny_model, examples(), settings(batch_size=2, save_steps=2, accelerate_config=DDP_CPU), out)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return out, summary, log
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_as_one_with_the_same_global_batch(tiny_model, two_processes, tmp_path):
+    two, summary, _ = two_processes
+    assert summary["processes"] == 2 and summary["distributed"] == "MULTI_CPU" and summary["steps"] == 8
+    one = finetune(tiny_model, examples(), settings(batch_size=4), tmp_path)
+    assert one["processes"] == 1 and one["steps"] == 8
+    assert losses(tmp_path) == pytest.approx(losses(two), abs=1e-4) and len(losses(two)) == 8
+    assert summary["train_loss"] == pytest.approx(one["train_loss"], abs=1e-4)
+    a, b = adapter(tmp_path), adapter(two)
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    assert max(a[k].abs().max().item() for k in a) > 1e-2  # trained: the comparison is not of zeros
+
+
+@pytest.mark.slow
+def test_only_the_main_process_writes_the_stages_files(two_processes):
+    out, _, log = two_processes
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "metrics.jsonl", "tensorboard"]
+    on, *written = Path(f"{log}1").read_text().splitlines()
+    assert on == "audit on"  # the hook ran in the second process
+    # the second process writes its own random state into each checkpoint (making its folder when first
+    # there), and nothing else
+    checkpoint = re.compile(r"^(open .*/trainer/checkpoint-\d+/rng_state_1\.pth|os\.mkdir .*/trainer/checkpoint-\d+)$")
+    others = [line for line in written if not checkpoint.match(line)]
+    assert others == []
+    assert not Path(f"{log}0").exists()  # the hook is off in the main process
+
+
+@pytest.mark.slow
+def test_a_two_process_fine_tune_killed_between_checkpoints_resumes(tiny_model, two_processes, tmp_path):
+    whole, whole_summary, _ = two_processes
+    cfg = settings(batch_size=2, save_steps=2, accelerate_config=DDP_CPU)
+    job = tmp_path / "job.jsonl"
+    write_jsonl(job, examples())
+    script = textwrap.dedent(f"""
+        from rest_loop.config import TrainerConfig
+        from rest_loop.finetune import finetune
+        from rest_loop.records import KeptExample
+        from rest_loop.store import read_jsonl
+        finetune({tiny_model!r}, read_jsonl({str(job)!r}, KeptExample), TrainerConfig(**{dataclasses.asdict(cfg)!r}),
+                 {str(tmp_path / 'out')!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "out" / "trainer" / "checkpoint-4" / "trainer_state.json"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both training processes
+    proc.wait()
+    assert checkpoint.exists() and not (tmp_path / "out" / "adapter").exists()
+
+    resumed = finetune(tiny_model, examples(), cfg, tmp_path / "out")
+    assert resumed["resumed_from"] and "checkpoint-" in resumed["resumed_from"]
+    assert resumed["processes"] == 2 and resumed["steps"] == whole_summary["steps"]
+    assert losses(tmp_path / "out") == pytest.approx(losses(whole), abs=1e-6)
+    a, b = adapter(tmp_path / "out"), adapter(whole)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    assert not (tmp_path / "out" / "trainer").exists()
+
+
+def test_cpu_processes_start_with_torchrun_and_the_rest_with_accelerate(tmp_path):
+    env = {}
+    cmd, processes = launcher(Path(DDP_CPU), tmp_path / "job.json", env)
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"] and processes == 2
+    assert env["ACCELERATE_USE_CPU"] == "true" and int(env["OMP_NUM_THREADS"]) >= 1
+    cmd, processes = launcher(SHIPPED / "launch" / "ddp.yaml", tmp_path / "job.json", {})
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and processes == 2
+    cmd, processes = launcher(SHIPPED / "launch" / "cpu.yaml", tmp_path / "job.json", {})
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and processes == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU, FSDP runs")
+def test_fsdp_without_a_gpu_stops_before_training():
+    with pytest.raises(ConfigError, match="FSDP needs GPUs; on CPU processes accelerate trains with DDP"):
+        check_method(settings(accelerate_config=str(SHIPPED / "launch" / "fsdp.yaml")))
+
+
+def test_a_file_that_is_not_an_accelerate_config_is_named(tmp_path):
+    (tmp_path / "bad.yaml").write_text("distributed_type: SIDEWAYS\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not an accelerate config"):
+        check_method(settings(accelerate_config=str(tmp_path / "bad.yaml")))
