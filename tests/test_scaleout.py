@@ -24,8 +24,10 @@ from safetensors.torch import load_file
 from rest_loop.config import ConfigError, TrainerConfig
 from rest_loop.finetune import check_method, finetune, launcher
 from rest_loop.records import KeptExample
+from rest_loop.replicas import devices, shares
 from rest_loop.resources import SHIPPED
-from rest_loop.store import read_jsonl, write_jsonl
+from rest_loop.store import read_json, read_jsonl, write_jsonl
+from tests.test_loop_e2e import cli, run_ok
 
 DDP_CPU = str(SHIPPED / "launch" / "ddp_cpu.yaml")
 
@@ -188,3 +190,57 @@ def test_a_file_that_is_not_an_accelerate_config_is_named(tmp_path):
     (tmp_path / "bad.yaml").write_text("distributed_type: SIDEWAYS\n")
     with pytest.raises(ConfigError, match="bad.yaml: not an accelerate config"):
         check_method(settings(accelerate_config=str(tmp_path / "bad.yaml")))
+
+
+# --- engine replicas (model.data_parallel_size) ---------------------------------------------------------
+
+def test_prompts_are_shared_out_in_order():
+    assert shares(5, 2) == [range(0, 3), range(3, 5)]
+    assert shares(1, 3) == [range(0, 1), range(1, 1), range(1, 1)]
+    assert [len(r) for r in shares(100, 8)] == [13, 13, 13, 13, 12, 12, 12, 12]
+    assert devices(2, 1, gpu=False)[0]["VLLM_CPU_OMP_THREADS_BIND"] != devices(2, 1, gpu=False)[1]["VLLM_CPU_OMP_THREADS_BIND"]
+
+
+@pytest.mark.slow
+def test_two_replicas_answer_like_one_engine_in_prompt_order(tiny_model, monkeypatch):
+    """The CPU's own vLLM refuses LLM(data_parallel_size=2) (single-process usage); replicas in two processes,
+    each pinned to one core, give the one engine's greedy answers prompt by prompt, and repeat their draws."""
+    from rest_loop.config import ModelConfig
+    from rest_loop.engine import Engine
+    from rest_loop.replicas import Replicas
+
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in_process_core(), for this test only
+    model = ModelConfig(source=tiny_model, max_model_len=256, kv_cache_gb=1)
+    prompts = [f"{a} plus {a * 7 % 13} is" for a in range(9)]
+    greedy, sampled = {"max_tokens": 6, "temperature": 0}, {"max_tokens": 6, "temperature": 1.0, "n": 3}
+    one = Engine(tiny_model, model, seed=0)
+    try:
+        expected = [c[0].token_ids for c in one.generate(prompts, greedy)]
+    finally:
+        one.close()
+    two = Replicas(tiny_model, dataclasses.replace(model, data_parallel_size=2), seed=0)
+    try:
+        assert [c[0].token_ids for c in two.generate(prompts, greedy)] == expected
+        assert len(set(map(tuple, expected))) > 1  # different prompts, different answers: the order is checked
+        first, again = two.generate(prompts, sampled), two.generate(prompts, sampled)
+        assert [[c.token_ids for c in cs] for cs in first] == [[c.token_ids for c in cs] for cs in again]
+        assert [len(cs) for cs in first] == [3] * 9
+        assert two.identity["data_parallel_size"] == 2 and two.max_model_len == 256
+    finally:
+        two.close()
+    assert not any(p.is_alive() for p in two.procs)
+
+
+@pytest.mark.slow
+def test_a_round_with_two_engine_replicas(tiny_model, tmp_path):
+    """`model.data_parallel_size=2` through the CLI: a whole round, the base's held-out answers the same as
+    with one engine, and the pool recorded as drawn by two replicas (another pool than one engine's)."""
+    run_ok(cli(tmp_path / "one", tiny_model, "loop.rounds=0"))
+    run_ok(cli(tmp_path / "two", tiny_model, "model.data_parallel_size=2"))
+    for stage in ["round_000/eval", "round_001/grow", "round_001/improve", "round_001/finetune", "round_001/eval"]:
+        assert (tmp_path / "two" / stage / "DONE").exists(), stage
+    answers = [[row["text"] for row in read_jsonl(tmp_path / run / "round_000/eval/completions.jsonl")]
+               for run in ("one", "two")]
+    assert answers[0] == answers[1] and len(answers[0]) == 4
+    pools = [read_json(p) for p in (tmp_path / "pools").rglob("*.json")]
+    assert any(p["inputs"]["engine"].get("data_parallel_size") == 2 and p["samples"] == 12 for p in pools)

@@ -122,7 +122,7 @@ def rollout(engine: Engine, policy: Policy, env: Environment, fmt: Format, promp
                                            seed=engine.seed, prompt_ids=ids, sampling=dict(sampling), env=env_id))
             history.append(list(ids))
     live = list(range(len(trajectories)))
-    limit = engine.llm.llm_engine.vllm_config.model_config.max_model_len
+    limit = engine.max_model_len
     for k in range(env.max_steps):
         if not live:
             break
