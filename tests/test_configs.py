@@ -44,9 +44,10 @@ def test_every_option_composes(group, option):
 @pytest.mark.parametrize("option,plugin,target,setting", [
     ("search=optuna", "sweeper", "optuna_sweeper.OptunaSweeper", ("direction", "maximize")),
     ("launcher=slurm", "launcher", "submitit_launcher.SlurmLauncher", ("nodes", 1)),
+    ("launcher=local", "launcher", "submitit_launcher.LocalLauncher", ("gpus_per_node", 0)),
 ])
 def test_the_sweep_plugins_compose(option, plugin, target, setting, tmp_path):
-    """The Optuna sweeper and the Slurm launcher: composed as a sweep would, with every value resolving."""
+    """The Optuna sweeper and the Slurm and local launchers: composed as a sweep would, with every value resolving."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
