@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -44,9 +45,14 @@ def test_every_option_composes(group, option):
 @pytest.mark.parametrize("option,plugin,target,setting", [
     ("search=optuna", "sweeper", "optuna_sweeper.OptunaSweeper", ("direction", "maximize")),
     ("launcher=slurm", "launcher", "submitit_launcher.SlurmLauncher", ("nodes", 1)),
+    ("launcher=local", "launcher", "submitit_launcher.LocalLauncher", ("gpus_per_node", 0)),
+    pytest.param("launcher=ray", "launcher", "ray_launcher.RayLauncher",
+                 ("ray", {"init": {"address": None}, "remote": {"num_cpus": 1, "num_gpus": 0, "max_calls": 1}}),
+                 marks=pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
+                                          reason="the `ray` extra")),
 ])
 def test_the_sweep_plugins_compose(option, plugin, target, setting, tmp_path):
-    """The Optuna sweeper and the Slurm launcher: composed as a sweep would, with every value resolving."""
+    """The Optuna sweeper and the launchers (Slurm, local jobs, Ray where installed): composed as a sweep would, with every value resolving."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -57,7 +63,7 @@ def test_the_sweep_plugins_compose(option, plugin, target, setting, tmp_path):
     assert cfg.hydra.callbacks.sweep_log._target_ == "rest_loop.sweep.SweepLog"
     if plugin == "sweeper":
         assert set(chosen["params"]) == {"filter.threshold", "filter.max_per_prompt", "trainer.learning_rate"}
-    else:
+    elif "submitit" in target:
         assert chosen["submitit_folder"].startswith(str(tmp_path))
 
 
