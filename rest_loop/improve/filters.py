@@ -158,7 +158,8 @@ def select(samples: list[Sample], judgements: list[Judgement], cfg: FilterConfig
         records.append({"stage": name, "in": len(pairs), "out": len(out), **details})
         if dropped is not None:
             left = {(s.prompt_id, s.sample_idx) for s, _ in out}
-            dropped.update({(s.prompt_id, s.sample_idx): name for s, _ in pairs if (s.prompt_id, s.sample_idx) not in left})
+            dropped.update({(s.prompt_id, s.sample_idx): name for s, _ in pairs
+                            if (s.prompt_id, s.sample_idx) not in left})
         pairs = out
     return pairs, records
 

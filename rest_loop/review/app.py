@@ -32,7 +32,7 @@ from rest_loop.review.run import RunView
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         autoescape=select_autoescape(default=True, default_for_string=True))
 TEMPLATES.filters["pretty"] = lambda x: json.dumps(x, indent=1, ensure_ascii=False, default=str)
-TEMPLATES.filters["num"] = lambda x, spec=".3f": "-" if x is None or (isinstance(x, float) and math.isnan(x)) \
+TEMPLATES.filters["num"] = lambda x, spec=".3f": "-" if not isinstance(x, (int, float)) or math.isnan(x) \
     else format(x, spec)
 TEMPLATES.filters["short"] = lambda s, n=300: s if len(s or "") <= n else s[:n] + " …"
 HEADERS = {"Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
@@ -164,12 +164,7 @@ def sample_page(request: Request) -> Response:
     prompt = run.prompts[0].get(s["prompt_id"])
     return page("sample.html", site=site, m=m, run=run, r=r, row=row, s=s, prompt=prompt,
                 p=int(pool.prompt[i]), history=history, stale=bool(history) and history[-1]["sha256"]
-                != labels.digest(text_of(s)), back=request.headers.get("referer", ""))
-
-
-def text_of(sample: dict) -> str:
-    """What a label's sha256 covers: a sample's text, a trajectory's whole JSON line."""
-    return sample["text"] if "steps" not in sample else json.dumps(sample, sort_keys=True)
+                != labels.digest(labels.text_of(s)), back=request.headers.get("referer", ""))
 
 
 async def label(request: Request) -> Response:
@@ -183,7 +178,7 @@ async def label(request: Request) -> Response:
     if verdict not in labels.LABELS:
         raise HTTPException(400, f"label={verdict!r}: must be good or bad")
     s = pool.rows(np.array([i]))[0]["sample"]
-    labels.append(run.dir, r, s["prompt_id"], s["sample_idx"], verdict, note, text_of(s))
+    labels.append(run.dir, r, s["prompt_id"], s["sample_idx"], verdict, note, labels.text_of(s))
     return RedirectResponse(f"/m/{m}/r/{r}/s/{i}", status_code=303)
 
 

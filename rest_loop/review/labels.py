@@ -27,6 +27,11 @@ LABELS = ("good", "bad")
 MAX_NOTE = 2000  # characters: a note, not a document
 
 
+def text_of(sample: dict) -> str:
+    """What a label's sha256 covers: a sample's text; a trajectory's whole record."""
+    return sample["text"] if "steps" not in sample else json.dumps(sample, sort_keys=True)
+
+
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="replace")).hexdigest()
 
@@ -79,3 +84,31 @@ def read(path: Path) -> list[dict]:
 def latest(rows: list[dict]) -> dict[tuple[int, str, int], dict]:
     """The last label of each sample, keyed by (round, prompt_id, sample_idx)."""
     return {(r["round"], r["prompt_id"], r["sample_idx"]): r for r in rows}
+
+
+def join(run_dir: Path, path: Path | None = None) -> tuple[list[tuple[dict, dict, dict | None]], list[str]]:
+    """Each sample's last label with the sample and its recorded judgement (None: not judged), and what was
+    left out and why: a label whose sample is not in the pool, or whose text changed (a pool grown again)."""
+    from rest_loop.review.pool import lines
+
+    marks = latest(read(path or Path(run_dir) / FILE))
+    found, left_out = [], []
+    for r in sorted({k[0] for k in marks}):
+        round_dir = Path(run_dir) / f"round_{r:03d}"
+        grow = next((round_dir / "grow" / n for n in ("samples.jsonl", "trajectories.jsonl")
+                     if (round_dir / "grow" / n).is_file()), None)
+        wanted = {(p, s) for rr, p, s in marks if rr == r}
+        samples = {(row["prompt_id"], row["sample_idx"]): row for _, row in lines(grow) if
+                   (row["prompt_id"], row["sample_idx"]) in wanted} if grow else {}
+        judged = round_dir / "improve" / "judgements.jsonl"
+        judgements = {(row["prompt_id"], row["sample_idx"]): row for _, row in lines(judged) if
+                      (row["prompt_id"], row["sample_idx"]) in wanted} if judged.is_file() else {}
+        for key in sorted(wanted, key=lambda k: (k[0], k[1])):
+            mark, sample = marks[(r, *key)], samples.get(key)
+            if sample is None:
+                left_out.append(f"round {r} {key[0]} #{key[1]}: not in {grow or round_dir / 'grow'}")
+            elif digest(text_of(sample)) != mark["sha256"]:
+                left_out.append(f"round {r} {key[0]} #{key[1]}: its text changed since it was labelled")
+            else:
+                found.append((mark, sample, judgements.get(key)))
+    return found, left_out

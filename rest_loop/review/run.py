@@ -17,7 +17,6 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from rest_loop import summary
-from rest_loop.manifest import stage_name
 from rest_loop.review import labels
 from rest_loop.review.pool import Pool, index, lines
 from rest_loop.store import read_json
@@ -99,7 +98,8 @@ class RunView:
             r, stage = int(d.parent.parent.name.removeprefix("round_")), d.parent.name
             step = int(stage.split("_")[1]) if "_" in stage else 1
             metrics = d.parent / "metrics.json"
-            found.append(((r, step), f"{d.parent.parent.name}/{stage}", read_json(metrics) if metrics.is_file() else {}))
+            name = f"{d.parent.parent.name}/{stage}"
+            found.append(((r, step), name, read_json(metrics) if metrics.is_file() else {}))
         return [(name, m) for _, name, m in sorted(found, key=lambda x: x[0])]
 
     def heldout(self) -> tuple[list[str], dict[str, dict[str, dict]]]:
@@ -123,6 +123,3 @@ class RunView:
         path = self.dir / labels.FILE
         return labels.read(path) if path.is_file() else []
 
-
-def eval_stage(r: int, step: int) -> str:
-    return f"round_{r:03d}/{stage_name('eval', step)}"
