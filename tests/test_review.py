@@ -310,7 +310,7 @@ def test_the_stage_that_dropped_each_sample_and_the_kept_set(run):
 
 def test_a_changed_filter_says_the_stages_are_unknown(tmp_path):
     run = synthetic_run(tmp_path / "run", prompts=6)
-    pool = index(run / "round_001", replace(FILTER, max_per_prompt=None), 0)  # not the filter that made kept.jsonl
+    pool = index(run / "round_001", replace(FILTER, threshold=0.0), 0)  # not the filter that made kept.jsonl
     assert "drop stages unknown" in pool.steps[0].note and set(pool.steps[0].dropped_by) == {""}
     assert pool.steps[0].kept.sum() == len(read_jsonl(run / "round_001/improve/kept.jsonl"))
 

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
+        sock.listen(128)  # connections wait in the backlog from now on, while the app is built
     except OSError as e:
         parser.error(f"--host {args.host} --port {args.port}: cannot listen there ({e.strerror or e})")
     return serve(path, sock, args.host)

@@ -138,7 +138,7 @@ def lines(path: Path):
     with open(path, "rb") as f:
         for line in f:
             if line.strip():
-                yield offset, json.loads(line)
+                yield offset, json.loads(line.decode("utf-8"))  # a str: json need not guess the encoding
             offset += len(line)
 
 
