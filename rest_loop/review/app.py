@@ -27,7 +27,7 @@ from rest_loop import summary
 from rest_loop.config import FilterConfig
 from rest_loop.review import labels
 from rest_loop.review.pool import PAGE, STATUSES
-from rest_loop.review.run import RunView
+from rest_loop.review.run import RunView, drawn
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         autoescape=select_autoescape(default=True, default_for_string=True))
@@ -60,11 +60,7 @@ class Site:
     def figures(self) -> dict[str, bytes]:
         """The sweep's figures: all members in one (a run's are RunView.figures)."""
         if self._figures is None:
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="rest-loop-review-") as tmp:
-                summary.figures(self.members, Path(tmp))
-                self._figures = {name: (Path(tmp) / name).read_bytes() for _, name in summary.FIGURES}
+            self._figures = drawn(self.members)
         return self._figures
 
 

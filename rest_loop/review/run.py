@@ -114,12 +114,16 @@ class RunView:
     def figures(self) -> dict[str, bytes]:
         with self._lock:
             if self._figures is None:
-                with tempfile.TemporaryDirectory(prefix="rest-loop-review-") as tmp:
-                    summary.figures([self.member], Path(tmp))
-                    self._figures = {name: (Path(tmp) / name).read_bytes() for _, name in summary.FIGURES}
+                self._figures = drawn([self.member])
             return self._figures
 
     def labels(self) -> list[dict]:
         path = self.dir / labels.FILE
         return labels.read(path) if path.is_file() else []
 
+
+def drawn(members: list[summary.Member]) -> dict[str, bytes]:
+    """rest-loop-report's figures of these runs, as PNG bytes: drawn in a temporary folder, never in a run."""
+    with tempfile.TemporaryDirectory(prefix="rest-loop-review-") as tmp:
+        summary.figures(members, Path(tmp))
+        return {name: (Path(tmp) / name).read_bytes() for _, name in summary.FIGURES}
