@@ -315,6 +315,20 @@ def test_a_changed_filter_says_the_stages_are_unknown(tmp_path):
     assert pool.steps[0].kept.sum() == len(read_jsonl(run / "round_001/improve/kept.jsonl"))
 
 
+def test_a_preference_round_keeps_what_is_in_a_pair(tmp_path):
+    run = synthetic_run(tmp_path / "run", prompts=4, rounds=1)
+    (run / "round_001/improve/kept.jsonl").unlink()
+    samples = read_jsonl(run / "round_001/grow/samples.jsonl")
+    pids = list(dict.fromkeys(s["prompt_id"] for s in samples))[:2]
+    pairs = [{"round": 1, "step": 1, "prompt_id": pid, "messages": [], "chosen": "a", "rejected": "b", "chosen_idx": 0,
+              "rejected_idx": 3, "chosen_score": 1.0, "rejected_score": 0.0} for pid in pids]
+    (run / "round_001/improve/pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    step = index(run / "round_001", FILTER, 0).steps[0]
+    paired = [s["prompt_id"] in pids and s["sample_idx"] in (0, 3) for s in samples]
+    assert sum(paired) == 4 and step.kept.tolist() == paired and "DPO pair" in step.note
+    assert step.dropped_by == ["" if k else "not paired" for k in paired]
+
+
 def test_held_out_side_by_side_and_the_ranking_judges_order(run):
     with serving(run) as (url, _):
         heldout = get(f"{url}/m/0/heldout")[1]
