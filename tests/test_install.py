@@ -67,7 +67,8 @@ def test_the_wheel_runs_from_an_empty_folder_with_the_users_own_task_and_templat
     [wheel] = (tmp_path / "dist").glob("rest_loop-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in ["rest_loop/conf/config.yaml", "rest_loop/conf/task/arithmetic.yaml", "rest_loop/prompts/tasks/plain.j2",
-                    "rest_loop/launch/cpu.yaml", "rest_loop/data/classification/reviews.jsonl", "rest_loop/README.md"]:
+                    "rest_loop/launch/cpu.yaml", "rest_loop/data/classification/reviews.jsonl", "rest_loop/README.md",
+                    "rest_loop/review/templates/base.html"]:
         assert shipped in names, shipped
     assert not any(n.startswith("rest_loop/conf/accelerate/") for n in names)
 

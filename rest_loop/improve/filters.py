@@ -133,13 +133,14 @@ STAGES: dict[str, Callable] = {"ok": ok, "threshold": threshold, "percentile": p
 
 
 def select(samples: list[Sample], judgements: list[Judgement], cfg: FilterConfig, round: int = 1, seed: int = 0,
-           step: int = 1) -> tuple[list[Pair], list[dict[str, Any]]]:
+           step: int = 1, dropped: dict | None = None) -> tuple[list[Pair], list[dict[str, Any]]]:
     """Return the kept (sample, judgement) pairs and one record per stage of `cfg.stages`:
     {"stage": name, "in": n, "out": m, **details}, or {..., "off": True} for a stage switched off.
 
     `round` and `step` (1-based) pick the scheduled threshold; `seed` and `round` seed the cap, so the
     rising thresholds of a round's steps keep nested subsets. The kept pairs come in a fixed order:
-    prompts as they first appear in `samples`, then by sample_idx.
+    prompts as they first appear in `samples`, then by sample_idx. A `dropped` dict is filled with the
+    stage that dropped each sample, keyed by (prompt_id, sample_idx): the review page shows it.
     """
     cfg = dataclasses.replace(cfg, threshold=cfg.threshold_at(round, step), threshold_schedule=None,
                               step_thresholds=None)
@@ -155,6 +156,10 @@ def select(samples: list[Sample], judgements: list[Judgement], cfg: FilterConfig
         out, details = STAGES[name](pairs, cfg, round, seed)
         details = {"off": True} if details is None else details  # an off stage is recorded all the same
         records.append({"stage": name, "in": len(pairs), "out": len(out), **details})
+        if dropped is not None:
+            left = {(s.prompt_id, s.sample_idx) for s, _ in out}
+            dropped.update({(s.prompt_id, s.sample_idx): name for s, _ in pairs
+                            if (s.prompt_id, s.sample_idx) not in left})
         pairs = out
     return pairs, records
 

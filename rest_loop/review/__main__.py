@@ -1,0 +1,5 @@
+import sys
+
+from rest_loop.review.cli import main
+
+sys.exit(main())
