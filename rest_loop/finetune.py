@@ -81,13 +81,18 @@ def check_method(cfg: TrainerConfig) -> None:
 
 
 def check_launch(config_file: Path) -> None:
-    """An accelerate config that cannot train as it says: no such file, FSDP without a GPU (accelerate turns
-    FSDP on only for processes on accelerators; on CPU processes it wraps the model in DDP and says nothing),
-    DeepSpeed without the deepspeed package."""
+    """An accelerate config that cannot train as it says: no such file, several machines, FSDP without a GPU
+    (accelerate turns FSDP on only for processes on accelerators; on CPU processes it wraps the model in DDP
+    and says nothing), DeepSpeed without the deepspeed package."""
     if not config_file.is_file():
         shipped = ", ".join(sorted(p.name for p in (SHIPPED / "launch").glob("*.yaml")))
         raise ConfigError(f"trainer.accelerate_config={config_file}: no such file; {SHIPPED / 'launch'} has {shipped}")
-    kind = launch_settings(config_file).distributed_type.value
+    settings = launch_settings(config_file)
+    kind = settings.distributed_type.value
+    if settings.num_machines > 1:
+        raise ConfigError(f"trainer.accelerate_config={config_file}: num_machines={settings.num_machines}; the "
+                          "fine-tune starts its processes on this machine only. Train on one machine's GPUs "
+                          "(num_machines: 1); spread a sweep over machines with launcher=slurm")
     if kind == "FSDP" and not on_gpu():
         raise ConfigError(f"trainer.accelerate_config={config_file}: FSDP needs GPUs; on CPU processes accelerate "
                           "trains with DDP instead. Use launch/ddp_cpu.yaml here")
@@ -342,11 +347,11 @@ def launcher(config_file: Path, job: Path, env: dict) -> tuple[list[str], int]:
     started here with torchrun, the launcher accelerate itself uses for GPUs (gloo between CPU processes),
     each with an equal share of the cores unless OMP_NUM_THREADS is set."""
     settings = launch_settings(config_file)
-    processes = settings.num_processes * settings.num_machines if settings.distributed_type.value != "NO" else 1
+    processes = settings.num_processes if settings.distributed_type.value != "NO" else 1
     hostfile = (settings.mpirun_config or {}).get("mpirun_hostfile")
-    if settings.distributed_type.value == "MULTI_CPU" and settings.num_machines == 1 and not hostfile:
+    if settings.distributed_type.value == "MULTI_CPU" and not hostfile:
         env.update(ACCELERATE_USE_CPU="true", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS")
-                   or str(max(1, (os.cpu_count() or 1) // settings.num_processes)))
+                   or str(max(1, len(os.sched_getaffinity(0)) // settings.num_processes)))
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                 str(settings.num_processes), "-m", "rest_loop.finetune", str(job)], processes
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), "--quiet",

@@ -45,7 +45,7 @@ def test_help_is_ours(module, command):
     assert sorted(groups) == GROUPS and "accelerate" not in groups  # every group of conf/, generated; no others
     assert groups["task"].split(", ") == sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
     examples = re.findall(rf"^  {command} .+$", text.split("== Examples ==")[1], re.M)
-    assert len(examples) == 5
+    assert len(examples) == (6 if command == "rest-loop-calibrate" else 5)  # calibrate: also against labels
     assert "== Where " in text and str(Path(compose_config().paths.runs)) in text
     codes = re.findall(r"^  (\d)  ", text, re.M)
     assert codes == (["0", "1", "2", "3", "4", "5"] if command == "rest-loop" else ["0", "1", "2"])

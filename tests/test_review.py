@@ -468,24 +468,28 @@ def loop_run(tiny_model, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_in_a_browser_label_a_dropped_sample_of_a_real_run(loop_run):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver = browser()
     try:
         with serving(loop_run) as (url, _):
             driver.get(url + "/")
             driver.find_element(By.LINK_TEXT, "round 1 pool").click()
+            WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "kept"))
             Select(driver.find_element(By.ID, "kept")).select_by_value("dropped")
             driver.find_element(By.ID, "apply").click()
-            assert "kept=dropped" in driver.current_url and "dropped by cap" in driver.find_element(By.ID, "pool").text
+            WebDriverWait(driver, 60).until(lambda d: "kept=dropped" in d.current_url)  # a click does not wait for the page
+            assert "dropped by cap" in driver.find_element(By.ID, "pool").text
             total = int(driver.find_element(By.ID, "found").text.split()[0])
             assert total == 6  # 6 prompts x 2 samples, one of each kept
             driver.find_element(By.CSS_SELECTOR, "a.open").click()
+            WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "verdict-1"))
             assert "dropped by the cap stage" in driver.find_element(By.ID, "verdict-1").text
             heading = driver.find_element(By.TAG_NAME, "h1").text
             driver.find_element(By.ID, "label-bad").click()
             driver.find_element(By.ID, "note").send_keys("wrong: & <not> a sum")
             driver.find_element(By.ID, "save-label").click()
+            WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "current-label"))
             driver.refresh()
             assert driver.find_element(By.TAG_NAME, "h1").text == heading
             assert "Labelled bad" in driver.find_element(By.ID, "current-label").text

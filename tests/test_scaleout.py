@@ -244,3 +244,10 @@ def test_a_round_with_two_engine_replicas(tiny_model, tmp_path):
     assert answers[0] == answers[1] and len(answers[0]) == 4
     pools = [read_json(p) for p in (tmp_path / "pools").rglob("*.json")]
     assert any(p["inputs"]["engine"].get("data_parallel_size") == 2 and p["samples"] == 12 for p in pools)
+
+
+def test_a_fine_tune_across_machines_is_refused(tmp_path):
+    config = (SHIPPED / "launch" / "ddp.yaml").read_text().replace("num_machines: 1", "num_machines: 2")
+    (tmp_path / "two_nodes.yaml").write_text(config)
+    with pytest.raises(ConfigError, match="num_machines=2; the fine-tune starts its processes on this machine only"):
+        check_method(settings(accelerate_config=str(tmp_path / "two_nodes.yaml")))
