@@ -103,7 +103,8 @@ def test_requests_record_the_examples_shown_and_the_attributes_dealt():
         assert len(r.examples) == 2 and all(10 <= j < 16 for j in r.examples)  # the seeds' own rows
         for j in r.examples:
             assert f"Seed question number {j - 10}?" in text
-        assert f"occupation: {r.attributes['occupation']}" in text and f"difficulty: {r.attributes['difficulty']}" in text
+        assert f"occupation: {r.attributes['occupation']}" in text
+        assert f"difficulty: {r.attributes['difficulty']}" in text
         assert "Write 4 new tasks" in text and r.count == 4 and r.template.startswith("synth/inputs.j2@")
         assert "answer" not in text and "mistakes" not in text  # no references asked for, no review yet
     assert Counter(r.attributes["occupation"] for r in reqs) == {"baker": 4, "pilot": 4, "nurse": 4}

@@ -141,7 +141,8 @@ def dedup(rows: list, against: dict[str, list[str]] | None = None, threshold: fl
             if hit := index.match(t, sig):
                 drops[j] = (f"{name}[{hit[0]}]", hit[1])
         rows = stage(f"near_{name}", rows, drops, compared=index.compared)
-        toks, sigs = [t for j, t in enumerate(toks) if j not in drops], [s for j, s in enumerate(sigs) if j not in drops]
+        toks = [t for j, t in enumerate(toks) if j not in drops]
+        sigs = [s for j, s in enumerate(sigs) if j not in drops]
     index, drops = Near(threshold, lsh_threshold, num_perm), {}
     for j, (t, sig) in enumerate(zip(toks, sigs)):
         if hit := index.match(t, sig):

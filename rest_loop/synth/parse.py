@@ -131,7 +131,8 @@ def tally(requests: list[Request], replies: list[Parsed]) -> dict[str, Any]:
     asked = sum(r.count for r in requests)
     ok = [ok_count(p.items) for p in replies]
     return {"requests": len(requests), "asked": asked, "rows": sum(ok),
-            "replies": dict(Counter(p.status for p in replies)), "forms": dict(Counter(p.form for p in replies if p.form)),
+            "replies": dict(Counter(p.status for p in replies)),
+            "forms": dict(Counter(p.form for p in replies if p.form)),
             "items": dict(Counter(i.status for p in replies for i in p.items)),
             "missing": sum(max(0, r.count - n) for r, n in zip(requests, ok)),  # asked for, never written
             "extra": sum(max(0, n - r.count) for r, n in zip(requests, ok))}  # written beyond what was asked: kept
