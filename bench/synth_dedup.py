@@ -178,7 +178,8 @@ def main() -> None:
         common.line("planted missed / distinct rows dropped",
                     f"{metrics[str(n)]['planted_kept']} of {len(planted)} / {metrics[str(n)]['distinct_dropped']}")
         common.line("ROUGE-L computations", f"{r['compared']:,}", f"{r['compared'] / n:.2f} a row")
-        common.line("naive peer, extrapolated (its pairs)", f"{extrapolated:,.0f} s", f"{extrapolated / seconds:,.0f}x ours")
+        common.line("naive peer, extrapolated (its pairs)", f"{extrapolated:,.0f} s",
+                    f"{extrapolated / seconds:,.0f}x ours")
     lo, hi = str(sizes[0]), str(sizes[-1])
     ratios = {}
     if len(sizes) > 1:
