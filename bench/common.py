@@ -228,6 +228,22 @@ def gib(nbytes: float) -> float:
     return round(nbytes / 2**30, 3)
 
 
+def run_side(script: str, side: str, tmp: Path, *flags: str) -> dict:
+    """Run one side of a benchmark in a fresh process (`script --child SIDE --result FILE ...flags`); its wall
+    time and its own peak RSS (wait4) join the result the child wrote."""
+    result = tmp / f"{side}.json"
+    cmd = [sys.executable, script, "--child", side, "--result", str(result), *flags]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=sys.stderr)  # its logs and bars to stderr: stdout stays readable
+    _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{side} failed with exit code {code}: {' '.join(cmd)}")
+    out = json.loads(result.read_text())
+    out.update(wall_s=time.perf_counter() - start, peak_rss_gib=gib(usage.ru_maxrss * 1024))
+    return out
+
+
 # --- reporting -------------------------------------------------------------------------------------------
 
 def git_sha() -> str | None:

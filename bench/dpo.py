@@ -22,9 +22,6 @@ answer) over the epochs, per second of `trainer.train()`. Target: ours >= 1.0x t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -109,17 +106,8 @@ def child(args) -> None:
 
 
 def spawn(side: str, args, tmp: Path) -> dict:
-    result = tmp / f"{side}.json"
-    cmd = [sys.executable, __file__, "--child", side, "--result", str(result), "--pairs", str(args.pairs),
-           "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=sys.stderr)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{side} failed: {' '.join(cmd)}")
-    out = json.loads(result.read_text())
-    out.update(wall_s=time.perf_counter() - start, peak_rss_gib=common.gib(usage.ru_maxrss * 1024))
-    return out
+    return common.run_side(__file__, side, tmp, "--pairs", str(args.pairs), "--epochs", str(args.epochs),
+                           "--batch-size", str(args.batch_size))
 
 
 def main() -> None:

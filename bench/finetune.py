@@ -29,9 +29,6 @@ reported beside it. Target: ours >= 1.0x plain TRL.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -116,20 +113,10 @@ def child(args) -> None:
 
 
 def spawn(side: str, args, tmp: Path) -> dict:
-    """Run one side in a fresh process; its wall time and its own peak RSS (wait4) join its result."""
-    result = tmp / f"{side}.json"
+    """Run one side in a fresh process (common.run_side: its wall time and peak RSS join its result)."""
     examples = args.defaults_examples if side == "trl_defaults" else args.examples
-    cmd = [sys.executable, __file__, "--child", side, "--result", str(result), "--examples", str(examples),
-           "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=sys.stderr)  # its logs and bars to stderr: stdout stays readable
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{side} fine-tune failed with exit code {proc.returncode}: {' '.join(cmd)}")
-    out = json.loads(result.read_text())
-    out.update(wall_s=time.perf_counter() - start, peak_rss_gib=common.gib(usage.ru_maxrss * 1024))
-    return out
+    return common.run_side(__file__, side, tmp, "--examples", str(examples), "--epochs", str(args.epochs),
+                           "--batch-size", str(args.batch_size))
 
 
 def main() -> None:

@@ -325,13 +325,12 @@ def launch(base_model: str, examples: list[KeptExample], cfg: TrainerConfig, out
                      "allow_pickle": allow_pickle, "tokens": bool(examples) and hasattr(examples[0], "input_ids")})
     (out / "summary.json").unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    cmd, processes = launcher(Path(cfg.accelerate_config), job, env)
+    cmd, processes, asked = launcher(Path(cfg.accelerate_config), job, env)
     log.info("fine-tune via %s", " ".join(cmd))
     code, tail = run_passing_through(cmd, env)
     if code != 0 or not (out / "summary.json").is_file():
         raise RuntimeError(f"accelerate launch exited with {code}: {' '.join(cmd)}\n... {tail}")
     summary = read_json(out / "summary.json")
-    asked = launch_settings(Path(cfg.accelerate_config)).distributed_type.value
     if summary["processes"] != processes or asked in ("FSDP", "DEEPSPEED") and summary["distributed"] != asked:
         raise RuntimeError(f"{cfg.accelerate_config} asks for {processes} processes ({asked}), but "
                            f"{summary['processes']} trained ({summary['distributed']}): {' '.join(cmd)}")
@@ -340,22 +339,23 @@ def launch(base_model: str, examples: list[KeptExample], cfg: TrainerConfig, out
     return summary
 
 
-def launcher(config_file: Path, job: Path, env: dict) -> tuple[list[str], int]:
-    """The command that runs `python -m rest_loop.finetune job` as the accelerate config asks, and how many
-    processes it starts. accelerate launch starts several CPU processes (MULTI_CPU) only through mpirun and
+def launcher(config_file: Path, job: Path, env: dict) -> tuple[list[str], int, str]:
+    """The command that runs `python -m rest_loop.finetune job` as the accelerate config asks, how many
+    processes it starts, and the config's distributed_type. accelerate launch starts several CPU processes (MULTI_CPU) only through mpirun and
     a hostfile; without one its simple launcher starts one process and ignores num_processes. Those are
     started here with torchrun, the launcher accelerate itself uses for GPUs (gloo between CPU processes),
     each with an equal share of the cores unless OMP_NUM_THREADS is set."""
     settings = launch_settings(config_file)
-    processes = settings.num_processes if settings.distributed_type.value != "NO" else 1
+    kind = settings.distributed_type.value
+    processes = settings.num_processes if kind != "NO" else 1
     hostfile = (settings.mpirun_config or {}).get("mpirun_hostfile")
-    if settings.distributed_type.value == "MULTI_CPU" and not hostfile:
+    if kind == "MULTI_CPU" and not hostfile:
         env.update(ACCELERATE_USE_CPU="true", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS")
                    or str(max(1, len(os.sched_getaffinity(0)) // settings.num_processes)))
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                str(settings.num_processes), "-m", "rest_loop.finetune", str(job)], processes
+                str(settings.num_processes), "-m", "rest_loop.finetune", str(job)], processes, kind
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), "--quiet",
-            "-m", "rest_loop.finetune", str(job)], processes  # quiet: the child's traceback, not the launcher's
+            "-m", "rest_loop.finetune", str(job)], processes, kind  # quiet: the child's traceback, not the launcher's
 
 
 def run_passing_through(cmd: list[str], env: dict) -> tuple[int, str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rest_loop.config import ConfigError, RunConfig, build
+from rest_loop.config import RunConfig, build
 from rest_loop.engine import BASE, Engine, Policy, adapter_id, get_engine, in_process_core, on_gpu
 from rest_loop.evaluate import evaluate
 from rest_loop.finetune import check_method, finetune

@@ -7,7 +7,6 @@ own; the jobs run at once, so members that share a Grow pool meet at the pool ca
 from __future__ import annotations
 
 import datetime as dt
-import json
 import pickle
 import re
 import subprocess

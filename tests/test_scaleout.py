@@ -171,12 +171,12 @@ def test_a_two_process_fine_tune_killed_between_checkpoints_resumes(tiny_model, 
 
 def test_cpu_processes_start_with_torchrun_and_the_rest_with_accelerate(tmp_path):
     env = {}
-    cmd, processes = launcher(Path(DDP_CPU), tmp_path / "job.json", env)
+    cmd, processes, _ = launcher(Path(DDP_CPU), tmp_path / "job.json", env)
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"] and processes == 2
     assert env["ACCELERATE_USE_CPU"] == "true" and int(env["OMP_NUM_THREADS"]) >= 1
-    cmd, processes = launcher(SHIPPED / "launch" / "ddp.yaml", tmp_path / "job.json", {})
+    cmd, processes, _ = launcher(SHIPPED / "launch" / "ddp.yaml", tmp_path / "job.json", {})
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and processes == 2
-    cmd, processes = launcher(SHIPPED / "launch" / "cpu.yaml", tmp_path / "job.json", {})
+    cmd, processes, _ = launcher(SHIPPED / "launch" / "cpu.yaml", tmp_path / "job.json", {})
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and processes == 1
 
 
