@@ -14,9 +14,17 @@ The stages, in order, each leaving `{"stage", "in", "out", "dropped": [first few
 Near-duplicate means ROUGE-L F1 over words >= `threshold` (0.7: Self-Instruct drops a new
 instruction whose ROUGE-L against any in the pool exceeds 0.7), so case, punctuation and a changed
 word or two do not make a row new. Comparing every row with every other is quadratic, so candidates
-come from MinHash LSH (datasketch) over each row's set of words, tuned to find pairs whose word
-Jaccard is over `lsh_threshold` (lower than the ROUGE-L bar, so it misses few true pairs), and ROUGE-L
-decides among them. The work is near-linear in rows while candidates per row stay few (bench/synth_dedup.py).
+come from MinHash (datasketch) over each row's set of words, cut into `bands` bands: two rows are
+candidates when all the minima of one band agree, which pairs at word Jaccard 0.5 do about half the
+time and pairs at 0.8 almost always. ROUGE-L (rapidfuzz's LCS) decides among the candidates.
+
+Rows made from one template share a bucket in the bands whose minima all fell on the template's
+words, so such buckets grow with the pool and would make the work quadratic. A bucket that holds
+`cap` texts is full: it is neither searched nor grown. A real near-duplicate shares most bands with
+its original (a changed word moves few minima), so it is still found through the others. Candidates
+per row are then at most bands x cap, whatever the pool's size, and the work is linear in rows
+(bench/synth_dedup.py: 10k, 50k, 100k). Each stage records the ROUGE-L computations (`compared`)
+and the lookups into full buckets (`full`).
 
     >>> from types import SimpleNamespace as Row
     >>> rows = [Row(id="a", input="Name three rivers in Peru."), Row(id="b", input="name three RIVERS in peru!"),
@@ -28,17 +36,20 @@ decides among them. The work is near-linear in rows while candidates per row sta
 
 from __future__ import annotations
 
+import math
 import unicodedata
-from collections import Counter
 from typing import Any, Sequence
 
-from datasketch import MinHash, MinHashLSH
+import numpy as np
+from datasketch import MinHash
+from rapidfuzz.distance import LCSseq
 
 from rest_loop.metrics import words
 
 THRESHOLD = 0.7  # ROUGE-L F1 at or over which two texts are one (Self-Instruct)
-LSH_THRESHOLD = 0.5  # word-set Jaccard the LSH bands are tuned for: candidates only, ROUGE-L decides
 NUM_PERM = 128
+BANDS = 25  # of 5 minima each: the bands datasketch picks for word Jaccard 0.5 with 128 permutations
+CAP = 32  # texts a bucket holds before it is full (see above)
 SHOW = 20  # dropped rows listed per stage
 
 
@@ -52,7 +63,7 @@ def tokens(text: str) -> list[str]:
     return words(unicodedata.normalize("NFKC", text))
 
 
-def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
+def rouge_l(a: Sequence, b: Sequence) -> float:
     """ROUGE-L F1 of two token lists: 2 * LCS / (len(a) + len(b)).
 
     >>> rouge_l("the cat sat on the mat".split(), "the cat lay on the mat".split())
@@ -60,50 +71,78 @@ def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
     """
     if not a or not b:
         return 0.0
-    if len(a) < len(b):
-        a, b = b, a
-    row = [0] * (len(b) + 1)  # one row of the LCS table at a time
-    for x in a:
-        prev = 0  # the table's value up-left of the cell
-        for j, y in enumerate(b, 1):
-            prev, row[j] = row[j], prev + 1 if x == y else max(row[j], row[j - 1])
-    return 2 * row[-1] / (len(a) + len(b))
+    return 2 * LCSseq.similarity(a, b) / (len(a) + len(b))
+
+
+class Texts:
+    """Token lists as integer ids (rapidfuzz compares those fastest) and their MinHash band keys."""
+
+    def __init__(self, bands: int = BANDS, num_perm: int = NUM_PERM):
+        if not 0 < bands <= num_perm:
+            raise ValueError(f"bands={bands}: needs 1..num_perm={num_perm}")
+        self.bands, self.num_perm, self.width = bands, num_perm, num_perm // bands
+        self.vocab: dict[str, int] = {}
+        self.mix = np.random.default_rng(0).integers(1, 2**63, size=self.width, dtype=np.uint64) | np.uint64(1)
+
+    def encode(self, texts: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """(token ids per text, band keys per text)."""
+        ids = [[self.vocab.setdefault(t, len(self.vocab)) for t in tokens(text)] for text in texts]
+        if not ids:
+            return [], []
+        sigs = np.vstack([m.hashvalues for m in MinHash.bulk([{str(i).encode() for i in t} for t in ids],
+                                                                num_perm=self.num_perm)]).astype(np.uint64)
+        used = sigs[:, :self.bands * self.width].reshape(len(ids), self.bands, self.width)
+        keys = (used * self.mix).sum(axis=2)  # one 64-bit key per band (wrapping arithmetic)
+        keys[[not t for t in ids]] = 0  # an empty text has no minima; it is never anyone's candidate
+        return ids, keys.tolist()
 
 
 class Near:
-    """Texts indexed for near-duplicate lookup: LSH for candidates, ROUGE-L to confirm."""
+    """Texts indexed for near-duplicate lookup: band buckets for candidates, ROUGE-L to confirm."""
 
-    def __init__(self, threshold: float = THRESHOLD, lsh_threshold: float = LSH_THRESHOLD, num_perm: int = NUM_PERM):
-        self.threshold, self.num_perm = threshold, num_perm
-        self.lsh = MinHashLSH(threshold=lsh_threshold, num_perm=num_perm)
-        self.toks: dict[Any, list[str]] = {}
-        self.counts: dict[Any, Counter] = {}
-        self.compared = 0  # ROUGE-L computations: the part that would grow if candidates per row grew
+    def __init__(self, bands: int = BANDS, threshold: float = THRESHOLD, cap: int = CAP):
+        self.threshold, self.cap = threshold, cap
+        self.buckets: list[dict[int, list[Any]]] = [{} for _ in range(bands)]
+        self.ids: dict[Any, list[int]] = {}
+        self.compared = 0  # ROUGE-L computations
+        self.full = 0  # lookups that found a full bucket and skipped it
 
-    def signatures(self, token_lists: list[list[str]]) -> list[MinHash]:
-        return MinHash.bulk([{t.encode() for t in toks} for toks in token_lists], num_perm=self.num_perm)
+    def add(self, key: Any, ids: list[int], band_keys: list[int]) -> None:
+        if not ids:
+            return
+        self.ids[key] = ids
+        for table, k in zip(self.buckets, band_keys):
+            bucket = table.setdefault(k, [])
+            if len(bucket) < self.cap:
+                bucket.append(key)
 
-    def add(self, key: Any, toks: list[str], signature: MinHash) -> None:
-        self.lsh.insert(key, signature, check_duplication=False)
-        self.toks[key], self.counts[key] = toks, Counter(toks)
-
-    def match(self, toks: list[str], signature: MinHash) -> tuple[Any, float] | None:
-        """The first-added indexed text whose ROUGE-L with `toks` is >= threshold, and the score."""
-        counts, best = Counter(toks), None
-        for key in self.lsh.query(signature):
-            other = self.toks[key]
-            overlap = sum((counts & self.counts[key]).values())  # LCS <= shared words: a cheap upper bound
-            if 2 * overlap / max(1, len(toks) + len(other)) < self.threshold:
+    def match(self, ids: list[int], band_keys: list[int]) -> tuple[Any, float] | None:
+        """The first-added indexed text whose ROUGE-L with `ids` is >= threshold, and the score."""
+        if not ids:
+            return None
+        candidates = set()
+        for table, k in zip(self.buckets, band_keys):
+            bucket = table.get(k)
+            if bucket is None:
+                continue
+            if len(bucket) >= self.cap:
+                self.full += 1
+            else:
+                candidates.update(bucket)
+        for key in sorted(candidates):
+            other = self.ids[key]
+            need = math.ceil(self.threshold * (len(ids) + len(other)) / 2 - 1e-9)  # LCS words for the threshold
+            if min(len(ids), len(other)) < need:
                 continue
             self.compared += 1
-            score = rouge_l(toks, other)
-            if score >= self.threshold and (best is None or key < best[0]):
-                best = (key, score)
-        return best
+            lcs = LCSseq.similarity(ids, other, score_cutoff=need)
+            if lcs >= need:
+                return key, 2 * lcs / (len(ids) + len(other))
+        return None
 
 
 def dedup(rows: list, against: dict[str, list[str]] | None = None, threshold: float = THRESHOLD,
-          lsh_threshold: float = LSH_THRESHOLD, num_perm: int = NUM_PERM) -> tuple[list, list[dict[str, Any]]]:
+          bands: int = BANDS, cap: int = CAP) -> tuple[list, list[dict[str, Any]]]:
     """(the rows kept, in order; one record per stage). Rows need `.id` and `.input`."""
     against = against or {}
     stages = []
@@ -128,26 +167,23 @@ def dedup(rows: list, against: dict[str, list[str]] | None = None, threshold: fl
         seen = {normalise(t): i for i, t in reversed(list(enumerate(texts)))}
         rows = stage(f"exact_{name}", rows, {j: (f"{name}[{seen[k]}]", 1.0) for j, r in enumerate(rows)
                                               if (k := normalise(r.input)) in seen})
-    index = Near(threshold, lsh_threshold, num_perm)
-    toks = [tokens(r.input) for r in rows]
-    sigs = index.signatures(toks)  # the same permutations in every index below, so signatures are shared
+    encoder = Texts(bands)  # one vocabulary and one set of permutations for every index below
+    ids, keys = encoder.encode([r.input for r in rows])
     for name, texts in against.items():
-        index = Near(threshold, lsh_threshold, num_perm)
-        ref_toks = [tokens(t) for t in texts]
-        for i, (t, sig) in enumerate(zip(ref_toks, index.signatures(ref_toks))):
-            index.add(i, t, sig)
-        drops = {}
-        for j, (t, sig) in enumerate(zip(toks, sigs)):
-            if hit := index.match(t, sig):
+        index, drops = Near(bands, threshold, cap), {}
+        for i, (t, k) in enumerate(zip(*encoder.encode(texts))):
+            index.add(i, t, k)
+        for j, (t, k) in enumerate(zip(ids, keys)):
+            if hit := index.match(t, k):
                 drops[j] = (f"{name}[{hit[0]}]", hit[1])
-        rows = stage(f"near_{name}", rows, drops, compared=index.compared)
-        toks = [t for j, t in enumerate(toks) if j not in drops]
-        sigs = [s for j, s in enumerate(sigs) if j not in drops]
-    index, drops = Near(threshold, lsh_threshold, num_perm), {}
-    for j, (t, sig) in enumerate(zip(toks, sigs)):
-        if hit := index.match(t, sig):
+        rows = stage(f"near_{name}", rows, drops, compared=index.compared, full=index.full)
+        ids = [t for j, t in enumerate(ids) if j not in drops]
+        keys = [k for j, k in enumerate(keys) if j not in drops]
+    index, drops = Near(bands, threshold, cap), {}
+    for j, (t, k) in enumerate(zip(ids, keys)):
+        if hit := index.match(t, k):
             drops[j] = (rows[hit[0]].id, hit[1])
         else:
-            index.add(j, t, sig)
-    rows = stage("near", rows, drops, compared=index.compared)
+            index.add(j, t, k)
+    rows = stage("near", rows, drops, compared=index.compared, full=index.full)
     return rows, stages
