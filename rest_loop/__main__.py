@@ -6,8 +6,8 @@
     rest-loop -m filter.threshold=0.5,0.7,0.9     # a sweep: one run per value, under one sweep folder
 
 Exit codes: 2 a bad config, data file or template (the message names the key, or the file and
-row), 3 the filter kept too little, 4 the judge stopped (budget spent, key refused, endpoint
-down), 5 the disk filled up (or a quota or file-size limit was hit) while writing a file: the
+row), 3 the filter kept too little, 4 the judge or Grow's teacher stopped (budget spent, key refused,
+endpoint down), 5 the disk filled up (or a quota or file-size limit was hit) while writing a file: the
 message names it; files are written whole or not at all, so nothing written before is lost.
 For 3, 4 and 5 the message gives the resume command. A run that stops writes why to FAILED in
 its folder. An unknown group option or key (`model=nope`) is Hydra's to report: it lists the
