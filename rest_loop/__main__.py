@@ -147,9 +147,10 @@ def attempt(cfg: DictConfig, run_dir: Path) -> float | None:
     except NothingKept as e:
         cause, code, message = e, 3, str(e)
     except JudgeStopped as e:  # answers so far are cached: a resume re-asks only the rest
+        # '++': a resume composes the default config first, where judge=local and teacher=null lack these keys
         cause, code, message = e, 4, (f"{e}. Stopped cleanly; every answer so far is cached. To go on: rest-loop "
                             f"resume={run_dir}, with the judge.* (or teacher.*) settings named above "
-                            f"to change (e.g. judge.timeout=<s>, a new budget: judge.budget_requests=<n>)")
+                            f"to change (e.g. ++judge.timeout=<s>, a new budget: ++judge.budget_requests=<n>)")
     except Exception as e:
         if (full := no_space(e)) is None:
             record_failure(run_dir, 1, f"{type(e).__name__}: {e}")
