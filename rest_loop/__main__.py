@@ -6,8 +6,8 @@
     rest-loop -m filter.threshold=0.5,0.7,0.9     # a sweep: one run per value, under one sweep folder
 
 Exit codes: 2 a bad config, data file or template (the message names the key, or the file and
-row), 3 the filter kept too little, 4 the judge stopped (budget spent, key refused, endpoint
-down), 5 the disk filled up (or a quota or file-size limit was hit) while writing a file: the
+row), 3 the filter kept too little, 4 the judge or Grow's teacher stopped (budget spent, key refused,
+endpoint down), 5 the disk filled up (or a quota or file-size limit was hit) while writing a file: the
 message names it; files are written whole or not at all, so nothing written before is lost.
 For 3, 4 and 5 the message gives the resume command. A run that stops writes why to FAILED in
 its folder. An unknown group option or key (`model=nope`) is Hydra's to report: it lists the
@@ -40,10 +40,11 @@ from rest_loop.store import atomic_write_text, read_json, write_json
 log = logging.getLogger("rest_loop")
 CONF = str(CONF_DIR)  # conf/ of the checkout, or of the installed package (rest_loop/resources.py)
 # Settings a resume may change: they act on stages not yet done, and each round records what it used.
-# Of the judge, only how it is reached and what it may spend: never what it judges with.
+# Of the judge and Grow's teacher, only how they are reached and what they may spend: never what answers.
 JUDGE_MAY_CHANGE = ("base_url", "api_key_env", "max_concurrency", "timeout", "max_retries", "backoff",
                     "max_backoff", "budget_requests", "budget_tokens")
-RESUME_MAY_CHANGE = ("loop.", "filter.", "trainer.pairs.", "eval.", *(f"judge.{k}" for k in JUDGE_MAY_CHANGE))
+RESUME_MAY_CHANGE = ("loop.", "filter.", "trainer.pairs.", "eval.",
+                     *(f"{who}.{k}" for who in ("judge", "teacher") for k in JUDGE_MAY_CHANGE))
 NO_SPACE = {  # errno -> (what happened, what to do)
     errno.ENOSPC: ("the disk is full", "free space on that disk"),
     errno.EDQUOT: ("the disk quota is used up", "free space or raise the quota"),
@@ -62,7 +63,8 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     for o in OverridesParser.create().parse_overrides(overrides):
         if not o.key_or_group.startswith(RESUME_MAY_CHANGE):
             raise ConfigError(f"{o.input_line}: a resumed run keeps its saved config; only loop.*, filter.*, "
-                              f"trainer.pairs.*, eval.* and judge.{{{','.join(JUDGE_MAY_CHANGE)}}} can change")
+                              f"trainer.pairs.*, eval.* and {{judge,teacher}}.{{{','.join(JUDGE_MAY_CHANGE)}}} "
+                              f"can change")
         OmegaConf.update(old, o.key_or_group, o.value(), merge=True)
     old.resume = cfg.resume
     old.paths.run_dir = str(Path(cfg.resume).resolve())
@@ -145,9 +147,10 @@ def attempt(cfg: DictConfig, run_dir: Path) -> float | None:
     except NothingKept as e:
         cause, code, message = e, 3, str(e)
     except JudgeStopped as e:  # answers so far are cached: a resume re-asks only the rest
+        # '++': a resume composes the default config first, where judge=local and teacher=null lack these keys
         cause, code, message = e, 4, (f"{e}. Stopped cleanly; every answer so far is cached. To go on: rest-loop "
-                            f"resume={run_dir}, with the judge.* settings to change (e.g. judge.timeout=<s>, "
-                            f"a new budget: judge.budget_requests=<n>)")
+                            f"resume={run_dir}, with the judge.* (or teacher.*) settings named above "
+                            f"to change (e.g. ++judge.timeout=<s>, a new budget: ++judge.budget_requests=<n>)")
     except Exception as e:
         if (full := no_space(e)) is None:
             record_failure(run_dir, 1, f"{type(e).__name__}: {e}")

@@ -372,6 +372,7 @@ class RunConfig:
     task: Any = None
     reward: Any = None
     judge: Any = None  # the judge backend the reward's judge terms use (`${judge}`)
+    teacher: Any = None  # who grows the rounds in teacher.rounds instead of the policy (conf/teacher/); null: none
     env: Any = None  # an agent's environment (conf/env/): its tools, step limit and finish tool; null: no agent
     agent: Any = None  # an agent's action format and training mode (conf/agent/)
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -388,6 +389,13 @@ class RunConfig:
         objectives = self.trainer.step_objectives
         check("trainer.step_objectives", objectives is None or len(objectives) == self.loop.improve_steps,
               f"needs one objective per Improve step (loop.improve_steps={self.loop.improve_steps})", objectives)
+        if self.teacher is not None:
+            check("teacher", self.env is None, "an agent's rounds are rolled out by the policy; set teacher=null",
+                  self.teacher.get("_target_"))
+            rounds = self.teacher.get("rounds")
+            check("teacher.rounds", isinstance(rounds, list) and len(rounds) > 0 and all(
+                type(r) is int and 1 <= r <= self.loop.rounds for r in rounds),
+                  f"must be a non-empty list of round numbers in 1..loop.rounds={self.loop.rounds}", rounds)
 
 
 def validate(cfg: DictConfig) -> RunConfig:

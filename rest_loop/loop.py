@@ -55,6 +55,7 @@ class Run:
         self.reward = Reward.from_config(raw.reward)
         self.eval_reward = Reward.from_config(raw.eval.reward) if raw.eval.reward else None
         self.win_judge = build(raw.eval.win_rate) if raw.eval.get("win_rate") else None  # eval=win_rate
+        self.teacher = build(raw.teacher) if raw.get("teacher") else None  # grows teacher.rounds (rest_loop/teacher/)
         self.prompts: dict[str, Prompt] = {p.id: p for p in self.task.train + self.task.heldout}
         check_references(self.reward, self.task)
         check_gold(self.reward, self.task, raw)  # before the engine: a reward that cannot score the gold answers
@@ -113,8 +114,13 @@ class Run:
         return self.engine if policy.model is None else self._tuned
 
     def grow(self, r: int, policy: Policy) -> list[Sample]:
+        teacher = self.teacher if self.teacher is not None and r in self.teacher.rounds else None
+        drawn_by = teacher.name if teacher else policy.name
+
         def make() -> list[Sample]:
-            log.info("round %d: grow %d x %d with %s", r, len(self.task.train), self.cfg.sampler.n, policy.name)
+            log.info("round %d: grow %d x %d with %s", r, len(self.task.train), self.cfg.sampler.n, drawn_by)
+            if teacher is not None:  # the teacher writes this round's samples; the policy learns them
+                return teacher.grow(self.task.train, self.cfg.sampler, r, self.pools)
             return grow(self.ready(policy), policy, self.task.train, self.cfg.sampler, r, self.pools)
 
         def counts(samples: list[Sample]) -> dict:
@@ -122,12 +128,13 @@ class Run:
             return dict(samples=len(samples), tokens=tokens, mean_tokens=tokens / len(samples),
                         **diversity([s.text for s in samples]))
 
-        return self.grow_stage(r, policy, "samples.jsonl", Sample, make, counts)
+        return self.grow_stage(r, policy, "samples.jsonl", Sample, make, counts, drawn_by)
 
     def grow_stage(self, r: int, policy: Policy, file: str, cls: type, make: Callable[[], list],
-                   counts: Callable[[list], dict]) -> list:
+                   counts: Callable[[list], dict], drawn_by: str | None = None) -> list:
         """A round's Grow: `make()` once, its rows in grow/<file> with `counts(rows)` (which holds `tokens`),
-        the time and the pool cache's answer in DONE; read back from there when the stage is done."""
+        the time and the pool cache's answer in DONE; read back from there when the stage is done. DONE
+        names who drew the rows: `drawn_by` (a teacher's name) where given, else the policy."""
         stage = self.stage(r, "grow")
         self.grown_by = policy  # what a judge=policy judges with, and an agent's step feedback draws from
         if not stage.done:
@@ -137,7 +144,8 @@ class Run:
             write_jsonl(stage / file, rows)
             cache = self.cache_events()
             info = counts(rows)
-            stage.finish(**info, seconds=round(seconds, 1), policy=policy.name, cache=cache[0] if cache else None,
+            stage.finish(**info, seconds=round(seconds, 1), policy=drawn_by or policy.name,
+                         cache=cache[0] if cache else None,
                          tokens_per_s=None if cache and cache[0]["hit"] else round(info["tokens"] / seconds, 1))
         else:
             log.info("round %d: grow already done, reusing %s", r, stage / file)

@@ -16,7 +16,7 @@ from tests.conftest import compose_config
 from pathlib import Path
 
 GROUPS = ["model", "task", "reward", "filter", "sampler", "trainer", "loop", "eval", "paths", "experiment", "judge",
-          "env", "agent"]
+          "env", "agent", "teacher"]
 
 
 def options(group: str) -> list[str]:
@@ -34,6 +34,10 @@ def test_every_option_composes(group, option):
         overrides.append("task=classification")
     if (group, option) == ("judge", "openai"):
         overrides.append("judge.model=some-judge")
+    if (group, option) == ("teacher", "openai"):
+        overrides.append("teacher.model=some-teacher")
+    if (group, option) == ("teacher", "local"):
+        overrides.append("teacher.model.source=embedded:smollm2-135m-instruct")
     if group == "env" and option.startswith("search"):
         overrides.append("task=multihop")  # the search tool reads the task's corpus
     cfg = compose_config(*overrides)
@@ -145,7 +149,7 @@ def test_resume_refuses_to_change_finished_settings(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     message = ("sampler.n=4: a resumed run keeps its saved config; only loop.*, filter.*, trainer.pairs.*, eval.* "
-               "and judge.{base_url,")
+               "and {judge,teacher}.{base_url,")
     assert message in out.stderr + out.stdout
 
 

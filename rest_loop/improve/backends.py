@@ -53,6 +53,7 @@ class Reply:
     text: str | None = None
     top_logprobs: dict[str, float] | None = None  # first token: {decoded text: logprob}
     finish_reason: str | None = None
+    tokens: int | None = None  # completion tokens, where the backend says (a teacher's sample records them)
     error: str | None = None  # the request failed; no answer, never cached
     cached: bool = False
 
@@ -139,7 +140,7 @@ class LocalBackend:
                         self.usage.requests += 1
                         self.usage.answered += 1
                         self.usage.completion_tokens += len(c.token_ids)
-                        on_reply(start + i, Reply(c.text, c.top_logprobs, c.finish_reason))
+                        on_reply(start + i, Reply(c.text, c.top_logprobs, c.finish_reason, len(c.token_ids)))
                 bar.update(len(batch))
 
 
@@ -175,14 +176,15 @@ class PolicyBackend(LocalBackend):
 class _Budget:
     requests: int | None
     tokens: int | None
+    key: str = "judge"  # where the budget is set: judge or teacher
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def spent(self, usage: Usage) -> str | None:
         if self.requests is not None and usage.requests >= self.requests:
-            return f"request budget spent ({usage.requests} of judge.budget_requests={self.requests})"
+            return f"request budget spent ({usage.requests} of {self.key}.budget_requests={self.requests})"
         tokens = usage.prompt_tokens + usage.completion_tokens
         if self.tokens is not None and tokens >= self.tokens:
-            return f"token budget spent ({tokens} of judge.budget_tokens={self.tokens})"
+            return f"token budget spent ({tokens} of {self.key}.budget_tokens={self.tokens})"
         return None
 
 
@@ -194,42 +196,43 @@ class OpenAIBackend:
     timeouts, dropped connections and unreadable responses are retried `max_retries` times
     with exponential backoff (honouring Retry-After). `budget_requests` (retries count) and
     `budget_tokens` bound what one process may spend; requests in flight may overshoot the
-    token budget a little.
+    token budget a little. `key` is the config key the settings live under (judge, or teacher
+    for Grow's teacher), so that a message names the setting to change.
     """
 
     TRANSIENT = ("APITimeoutError", "APIConnectionError", "RateLimitError", "InternalServerError")
     FATAL = ("AuthenticationError", "PermissionDeniedError", "NotFoundError")  # no retry will help
-    FIX = {  # what to change when that error stopped the judge
-        "APITimeoutError": "no answer within judge.timeout={timeout:g} s: raise judge.timeout or lower "
-                           "judge.max_concurrency",
-        "APIConnectionError": "nothing answers at judge.base_url={base_url}: start the server or fix the URL",
-        "RateLimitError": "the endpoint keeps refusing with 429: lower judge.max_concurrency or raise judge.backoff",
-        "InternalServerError": "the endpoint keeps failing: check the server, or wait longer with judge.max_retries",
-        "AuthenticationError": "the key was refused: check the environment variable judge.api_key_env={api_key_env}",
-        "PermissionDeniedError": "the key may not use this model: check judge.model={model} and the key",
-        "NotFoundError": "no such model or route: check judge.model={model} and judge.base_url={base_url}",
+    FIX = {  # what to change when that error stopped the judge or teacher
+        "APITimeoutError": "no answer within {key}.timeout={timeout:g} s: raise {key}.timeout or lower "
+                           "{key}.max_concurrency",
+        "APIConnectionError": "nothing answers at {key}.base_url={base_url}: start the server or fix the URL",
+        "RateLimitError": "the endpoint keeps refusing with 429: lower {key}.max_concurrency or raise {key}.backoff",
+        "InternalServerError": "the endpoint keeps failing: check the server, or wait longer with {key}.max_retries",
+        "AuthenticationError": "the key was refused: check the environment variable {key}.api_key_env={api_key_env}",
+        "PermissionDeniedError": "the key may not use this model: check {key}.model={model} and the key",
+        "NotFoundError": "no such model or route: check {key}.model={model} and {key}.base_url={base_url}",
     }
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
                  max_concurrency: int = 8, timeout: float = 60.0, max_retries: int = 5, backoff: float = 1.0,
                  max_backoff: float = 30.0, budget_requests: int | None = None,
-                 budget_tokens: int | None = None, cache: str | None = None):
+                 budget_tokens: int | None = None, cache: str | None = None, key: str = "judge"):
         import openai
 
         if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
-            raise ConfigError("judge: max_concurrency >= 1, max_retries >= 0 and timeout > 0 are required")
-        key = "EMPTY"  # vllm serve without --api-key accepts any key
+            raise ConfigError(f"{key}: max_concurrency >= 1, max_retries >= 0 and timeout > 0 are required")
+        api_key = "EMPTY"  # vllm serve without --api-key accepts any key
         if api_key_env:
-            key = os.environ.get(api_key_env, "")
-            if not key:
-                raise ConfigError(f"judge.api_key_env={api_key_env!r}: that environment variable is not set "
-                                 f"(set it, or set judge.api_key_env=null for a server without a key)")
-        self.client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
+            api_key = os.environ.get(api_key_env, "")
+            if not api_key:
+                raise ConfigError(f"{key}.api_key_env={api_key_env!r}: that environment variable is not set "
+                                 f"(set it, or set {key}.api_key_env=null for a server without a key)")
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
         self.model, self.base_url = model, base_url
         self.max_concurrency, self.max_retries, self.timeout = max_concurrency, max_retries, timeout
-        self.api_key_env = api_key_env
+        self.api_key_env, self.key = api_key_env, key
         self.backoff, self.max_backoff = backoff, max_backoff
-        self.budget = _Budget(budget_requests, budget_tokens)
+        self.budget = _Budget(budget_requests, budget_tokens, key)
         self.identity = {"backend": "openai", "model": model}  # not the URL: the same model elsewhere answers alike
         self.cache = ReplyCache(cache) if cache else None
         self.usage = Usage()
@@ -237,7 +240,7 @@ class OpenAIBackend:
 
     def send(self, requests: list[Request], on_reply: Callable[[int, Reply], None]) -> None:
         self._stop = None
-        with tqdm(total=len(requests), desc=f"judge ({self.model})", unit="req") as bar:
+        with tqdm(total=len(requests), desc=f"{self.key} ({self.model})", unit="req") as bar:
             def work(i: int) -> None:
                 if self._stop is None:
                     reply = self._one(requests[i])
@@ -248,7 +251,7 @@ class OpenAIBackend:
             with ThreadPoolExecutor(self.max_concurrency) as pool:
                 list(pool.map(work, range(len(requests))))
         if self._stop is not None:
-            raise JudgeStopped(f"judge {self.model} at {self.base_url}: {self._stop}")
+            raise JudgeStopped(f"{self.key} {self.model} at {self.base_url}: {self._stop}")
 
     def _one(self, request: Request) -> Reply | None:
         """One request with retries; None when the whole judge must stop (self._stop says why)."""
@@ -291,7 +294,7 @@ class OpenAIBackend:
             if not transient or attempt == self.max_retries:
                 break
             delay = retry_after if retry_after is not None else min(self.max_backoff, self.backoff * 2 ** attempt)
-            log.debug("judge request failed (%s); retry %d in %.2f s", why, attempt + 1, delay)
+            log.debug("%s request failed (%s); retry %d in %.2f s", self.key, why, attempt + 1, delay)
             time.sleep(delay * (0.5 + random.random() / 2) if retry_after is None else delay)
         if name in self.TRANSIENT:  # still unreachable or overloaded after every retry: stop, resume later
             self._stop = f"{why} (after {self.max_retries} retries); {self.fix(name)}"
@@ -302,7 +305,7 @@ class OpenAIBackend:
 
     def fix(self, name: str) -> str:
         return self.FIX[name].format(timeout=self.timeout, base_url=self.base_url, api_key_env=self.api_key_env,
-                                     model=self.model)
+                                     model=self.model, key=self.key)
 
 
 def parse_response(response) -> Reply:
@@ -316,7 +319,8 @@ def parse_response(response) -> Reply:
         for alt in content[0].top_logprobs or []:
             # two token ids can decode to the same text: add their probability mass
             top[alt.token] = logaddexp(top[alt.token], alt.logprob) if alt.token in top else alt.logprob
-    return Reply(choice.message.content or "", top, choice.finish_reason)
+    tokens = getattr(response.usage, "completion_tokens", None)  # of all choices; we ask for one
+    return Reply(choice.message.content or "", top, choice.finish_reason, tokens)
 
 
 def _retry_after(e) -> float | None:
