@@ -166,3 +166,31 @@ def test_bad_seed_row_names_the_file_and_row(tmp_path):
         run = synth(tmp_path / "run", server, seeds=seeds)
         said = run.stdout + run.stderr
         assert run.returncode == 2 and f"{seeds}: row 11" in said and not server.requests, said[-3000:]
+
+
+@pytest.mark.slow
+def test_from_ten_examples_to_a_fine_tuned_round_on_the_tiny_model(tiny_model, tmp_path):
+    """The tiny model writes (its replies held to a JSON list) and judges; the printed next command trains on it."""
+    model = [f"model.source={tiny_model}", "model=hf", "model.max_model_len=1024", "model.kv_cache_gb=1"]
+    cache = f"{tmp_path / 'replies.sqlite'}"
+    cmd = [sys.executable, "-m", "rest_loop.synth", f"synth.seeds={SEEDS}", f"out={tmp_path / 'synth'}", *model,
+           "synth.requests=6", "synth.count=2", "synth.with_reference=true", "synth.constrain=true",
+           "synth.max_tokens=256", "review.first=2", "gate.threshold=0.0", "gate.unjudged=keep",
+           "gate.terms.judge.max_tokens=128",
+           "gate.terms.judge.constrain=true", f"generator.cache={cache}", f"judge.cache={cache}"]
+    log = ok(subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT))
+    rows = read_jsonl(tmp_path / "synth/report/dataset.jsonl")
+    assert len(rows) >= 6 and all(r["reference"] and r["generator"] == tiny_model for r in rows), log[-3000:]
+    assert read_json(tmp_path / "synth/report/stats.json")["generate"]["replies"].get("ok", 0) >= 1
+
+    [next_line] = [line for line in log.splitlines() if line.startswith("next: rest-loop ")]
+    task = next_line.split()[2:]  # task=from_file task.source=<dataset> task.fields.reference=reference
+    assert "task.fields.reference=reference" in task
+    run = tmp_path / "run"
+    ok(subprocess.run([sys.executable, "-m", "rest_loop", *task, *model, "task.n_train=4", "task.n_heldout=2",
+                       "sampler.n=2", "sampler.max_tokens=8", "loop.rounds=1", "eval.max_tokens=8",
+                       "filter.threshold=0.0", "trainer.epochs=1", "trainer.batch_size=4",
+                       f"paths.pools={tmp_path / 'pools'}", f"hydra.run.dir={run}"],
+                      capture_output=True, text=True, timeout=900, cwd=ROOT))
+    assert (run / "round_001/finetune/adapter/adapter_config.json").exists()
+    assert (run / "round_001/eval/DONE").exists()

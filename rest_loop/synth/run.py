@@ -62,6 +62,18 @@ def read_heldout(spec: Any) -> list[str]:
     raise ConfigError(f"synth.heldout: a file of held-out prompts or a task config (with _target_), not {spec!r}")
 
 
+def reply_format(count: int, with_reference: bool) -> str:
+    """synth.constrain: a regex for a JSON list of `count` items, for vLLM's structured outputs (locally or on a
+    vLLM server). A small generator that cannot keep to the format otherwise then always writes a list.
+
+    >>> import re; bool(re.fullmatch(reply_format(2, False), '["Name a bird.", "Name a tree."]'))
+    True
+    """
+    text, answer = r'"[^"\\\n]{8,400}"', r'"[^"\\\n]{1,400}"'  # no quotes or escapes inside: always valid JSON
+    item = rf'\{{"input": {text}, "reference": {answer}\}}' if with_reference else text
+    return rf"\[{item}(, {item}){{{count - 1}}}\]"
+
+
 class Synthesis:
     def __init__(self, cfg: DictConfig, out: Path):
         self.cfg, self.opts, self.out = cfg, cfg.synth, Path(out)
@@ -104,7 +116,8 @@ class Synthesis:
 
     def make(self, requests: list[Request]) -> tuple[list[SynthRow], list[dict], dict[str, Any]]:
         """Ask the generator; the rows its replies yield, each reply's status, and the tally."""
-        wire = [Wire(r.messages, max_tokens=self.opts.max_tokens, temperature=self.opts.temperature, draw=r.index)
+        wire = [Wire(r.messages, max_tokens=self.opts.max_tokens, temperature=self.opts.temperature, draw=r.index,
+                     regex=reply_format(r.count, self.opts.with_reference) if self.opts.constrain else None)
                 for r in requests]  # draw: each sampled request its own cache entry
         rows, replies, answered, parsed, errors = [], [], [], [], []
         for r, reply in zip(requests, ask(self.generator, wire)):
