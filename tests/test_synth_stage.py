@@ -7,6 +7,7 @@ exit codes and messages are checked too. The last test trains a round on the tin
 
 from __future__ import annotations
 
+import doctest
 import json
 import random
 import re
@@ -126,21 +127,33 @@ def test_a_budget_stop_then_resume_asks_nothing_twice(tmp_path):
         assert len(server.answered) == again
 
 
-def test_no_heldout_prompt_survives(tmp_path):
+def arithmetic_heldout() -> str:
+    from rest_loop.config import build
+    from tests.conftest import compose_config
+
+    return build(compose_config().task).heldout[0].input
+
+
+@pytest.mark.parametrize("given", ["file", "task"])
+def test_no_heldout_prompt_survives(tmp_path, given):
+    planted = PLANTED if given == "file" else arithmetic_heldout()
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text(SEEDS.read_text() + json.dumps({"input": PLANTED, "reference": "373"}) + "\n")
+    seeds.write_text(SEEDS.read_text() + json.dumps({"input": planted, "reference": "0"}) + "\n")
     heldout = tmp_path / "heldout.jsonl"
-    heldout.write_text(json.dumps({"input": PLANTED}) + "\n")
+    heldout.write_text(json.dumps({"input": planted}) + "\n")
+    where = f"synth.heldout={heldout}" if given == "file" else "synth.heldout=${task}"  # the arithmetic task's
     with JudgeServer(Writer(echo=True)) as server:  # it copies every example it is shown, and a reworded copy
-        ok(synth(tmp_path / "run", server, f"synth.heldout={heldout}", "synth.k=4", seeds=seeds))
+        ok(synth(tmp_path / "run", server, where, "synth.k=4", seeds=seeds))
     kept = read_jsonl(tmp_path / "run/report/dataset.jsonl")
     made = read_jsonl(tmp_path / "run/generate/rows.jsonl")
-    assert any(normalise(r["input"]).startswith(normalise(PLANTED)[:40]) for r in made)  # it was written...
-    assert not any("boiling point" in r["input"].lower() for r in kept)  # ...and none came through
+    key = normalise(planted)[:30]
+    assert any(normalise(r["input"]).startswith(key) for r in made)  # it was written...
+    assert not any(normalise(r["input"]).startswith(key) for r in kept)  # ...and none came through
     seed_texts = {normalise(json.loads(line)["input"]) for line in seeds.read_text().splitlines()}
     assert not any(normalise(r["input"]) in seed_texts for r in kept)
     stages = {s["stage"]: s["in"] - s["out"] for s in read_json(tmp_path / "run/dedup/stages.json")}
     assert stages["exact_seeds"] > 0 and stages["near_seeds"] > 0
+    assert read_json(tmp_path / "run/report/stats.json")["heldout"] == (1 if given == "file" else 100)
 
 
 @pytest.mark.parametrize("override,names", [
@@ -194,3 +207,16 @@ def test_from_ten_examples_to_a_fine_tuned_round_on_the_tiny_model(tiny_model, t
                       capture_output=True, text=True, timeout=900, cwd=ROOT))
     assert (run / "round_001/finetune/adapter/adapter_config.json").exists()
     assert (run / "round_001/eval/DONE").exists()
+
+
+def test_help_is_ours():
+    out = subprocess.run([sys.executable, "-m", "rest_loop.synth", "--help"], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.startswith("rest-loop-synth: "), out.stderr[-2000:]
+    assert re.findall(r"^  (\d)  ", out.stdout, re.M) == ["0", "1", "2", "4"]
+
+
+def test_doctests():
+    from rest_loop.synth import run
+
+    assert doctest.testmod(run).failed == 0

@@ -1,6 +1,6 @@
 """rest-loop-synth: new task inputs from a few examples, written as a dataset that `task=from_file` reads.
 
-    rest-loop-synth synth.seeds=examples/seeds.jsonl                          # the embedded model writes them
+    rest-loop-synth synth.seeds=examples/seeds.jsonl synth.constrain=true     # the embedded model writes them
     rest-loop-synth synth.seeds=my.jsonl synth.requests=200 'synth.decks={topic: [birds, tax, chess]}'
     rest-loop-synth synth.seeds=my.jsonl judge@generator=openai generator.model=gpt-4o-mini \\
                     judge=openai judge.model=gpt-4o-mini                      # an endpoint writes and judges
