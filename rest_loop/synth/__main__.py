@@ -64,7 +64,8 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     except JudgeStopped as e:  # every answer so far is cached: the same command with out= re-asks only the rest
         log.error("%s. Stopped cleanly; every answer so far is cached. To go on, run the same command with "
-                  "out=%s (and a new budget, e.g. generator.budget_requests=<n>)", e, out)
+                  "out=%s (where a budget was spent, a new one: generator.budget_requests=<n> or "
+                  "judge.budget_requests=<n>)", e, out)
         sys.exit(4)
     finally:
         close_engines()
