@@ -26,9 +26,10 @@ DATASET = "dataset.jsonl"
 
 
 def load_seeds(source: str, format: str = "auto", fields: dict[str, Any] | None = None, on_bad_row: str = "error",
-               split: str | None = None) -> list[formats.Example]:
-    """The seed examples; a row that does not fit names the file and row, as the tasks' reader does."""
-    rows = load_rows(source, split, key="synth.seeds")
+               split: str | None = None, key: str = "synth.seeds") -> list[formats.Example]:
+    """The seed examples (or other rows, read the same way: `key` names the setting an error blames); a row
+    that does not fit names the file and row, as the tasks' reader does."""
+    rows = load_rows(source, split, key=key)
     bad = formats.BadRows(source, on_bad_row, key="synth.on_bad_row")
     _, examples = formats.read(rows, source, format, fields, bad=bad)
     bad.done(len(rows), len(examples))
