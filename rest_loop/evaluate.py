@@ -100,6 +100,8 @@ def evaluate(engine: Engine, policy: Policy, prompts: list[Prompt], metric, rewa
         "sampled": None,
         "notes": notes,
     }
+    if isinstance(scorer, Reward) and len(scorer.last_stats) > 1:  # a composite reward: each term's held-out mean
+        metrics["terms"] = {k: v.get("mean_score") for k, v in scorer.last_stats.items()}  # e.g. the valid-JSON rate
     if cfg.pass_k > 0 and use_metric:
         metrics.update(sample_pass_at(engine, policy, prompts, metric, cfg, round, out, notes, pools))
     elif cfg.pass_k > 0:

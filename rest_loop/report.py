@@ -2,7 +2,9 @@
 
 One row per evaluation: round 0 is the base model; with loop.improve_steps > 1 a round
 has one row per step. A composite reward adds a column per term: its mean score over the
-samples it was asked about (e.g. a JSON gate's pass rate beside the judge's mean rating). `metrics.csv` holds the same rows with every number, for plotting.
+samples it was asked about (e.g. a JSON gate's pass rate beside the judge's mean rating), for the
+training samples and, where the held-out metric is such a reward, for the held-out answers too
+("held-out json": the valid-JSON rate). `metrics.csv` holds the same rows with every number, for plotting.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def rows(manifest: Manifest) -> list[dict]:
         terms = imp.get("reward_terms") or {}
         if len(terms) > 1:  # a composite reward: each term's mean over the samples it was asked about
             out[-1].update({f"term:{k}": v.get("mean_score") for k, v in terms.items()})
+        out[-1].update({f"held-out:{k}": v for k, v in (ev.get("terms") or {}).items()})  # the same, held out
     return out
 
 
@@ -86,6 +89,9 @@ def table(manifest: Manifest) -> str:
     terms = list(dict.fromkeys(k for row in data for k in row if k.startswith("term:")))
     at = next(i for i, c in enumerate(columns) if c[1] == "train_reward") + 1
     columns[at:at] = [(k[5:], k, ".3f") for k in terms]
+    held = list(dict.fromkeys(k for row in data for k in row if k.startswith("held-out:")))
+    at = next(i for i, c in enumerate(columns) if c[1] == "held_out") + 1
+    columns[at:at] = [(f"held-out {k[9:]}", k, ".3f") for k in held]  # a composite held-out reward's terms
     if any(row.get("win_rate") is not None for row in data):  # after held-out
         columns[4:4] = [("win vs prev", "win_rate", ".3f"), ("judge picks first", "first_wins", ".2f")]
     cells = [[fmt(row.get(key), spec) if spec != "s" else str(row.get(key) or "-") for _, key, spec in columns]

@@ -77,3 +77,15 @@ def test_a_composite_reward_gets_a_column_per_term(tmp_path):
     assert "0.620" in first and "0.410" in first and "0.620" not in base
     write_csv(m, tmp_path / "metrics.csv")
     assert "term:json" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_a_composite_held_out_reward_gets_a_column_per_term(tmp_path):
+    """The held-out valid-JSON rate and judge rating, base and tuned, beside the training samples' own."""
+    m = manifest(tmp_path, {0: [0.0], 1: [0.3]})
+    m.stage_done(0, "eval", {"metric": "mean_reward", "value": 0.0, "terms": {"json": 0.0, "judge": None}})
+    m.stage_done(1, "eval", {"metric": "mean_reward", "value": 0.3, "terms": {"json": 0.25, "judge": 0.5}})
+    header, _, base, first = table(m).splitlines()[:4]
+    assert header.split()[2:7] == ["held-out", "held-out", "json", "held-out", "judge"]
+    assert base.split()[2:5] == ["0.000", "0.000", "-"] and first.split()[2:5] == ["0.300", "0.250", "0.500"]
+    write_csv(m, tmp_path / "metrics.csv")
+    assert "held-out:json" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
