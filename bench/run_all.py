@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["grow", "judge", "agent", "finetune", "dpo", "replicas", "transition", "scaling", "review", "synth_dedup", "e2e"]  # e2e reads scaling's line: keep it last
+ORDER = ["grow", "judge", "agent", "finetune", "dpo", "replicas", "transition", "scaling", "review", "synth_dedup", "synth_rows", "e2e"]  # e2e reads scaling's line: keep it last
 
 
 def run_one(name: str, args, results: Path, logs: Path) -> dict:

@@ -36,6 +36,7 @@ from rest_loop.improve.filters import NothingKept
 from rest_loop.resources import CONF as CONF_DIR
 from rest_loop.rundir import RunInUse, locked
 from rest_loop.store import atomic_write_text, read_json, write_json
+from rest_loop.synth.stage import FOLDER, synthesise, train_on_synthesis
 
 log = logging.getLogger("rest_loop")
 CONF = str(CONF_DIR)  # conf/ of the checkout, or of the installed package (rest_loop/resources.py)
@@ -88,8 +89,11 @@ def run(cfg: DictConfig) -> float | None:
         else:
             OmegaConf.resolve(cfg)
             cfg.paths.run_dir = str(run_dir)
+            train_on_synthesis(cfg, run_dir)  # a synth block: the task reads what it writes
         typed = validate(cfg)
         atomic_write_text(Path(typed.paths.run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
+        if typed.synth is not None:  # train prompts from a few examples first (rest_loop/synth/)
+            synthesise(cfg, Path(typed.paths.run_dir) / FOLDER)
         # an environment makes it an agent's run; trainer.objective=dpo a preference run
         loop = (AgentRun if cfg.get("env") is not None else PreferenceRun if typed.trainer.prefers()
                 else Run)(typed, cfg)

@@ -372,6 +372,7 @@ class RunConfig:
     task: Any = None
     reward: Any = None
     judge: Any = None  # the judge backend the reward's judge terms use (`${judge}`)
+    synth: Any = None  # train prompts synthesised before round 1 (conf/synthesis/, rest_loop/synth/); null: none
     teacher: Any = None  # who grows the rounds in teacher.rounds instead of the policy (conf/teacher/); null: none
     env: Any = None  # an agent's environment (conf/env/): its tools, step limit and finish tool; null: no agent
     agent: Any = None  # an agent's action format and training mode (conf/agent/)

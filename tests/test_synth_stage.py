@@ -60,9 +60,9 @@ class Writer:
 def synth(out: Path, server: JudgeServer, *extra: str, seeds: Path = SEEDS) -> subprocess.CompletedProcess:
     endpoint = [f"base_url={server.url}", "model=judge-test", "api_key_env=null", "max_retries=3", "backoff=0.01",
                 "timeout=5", "max_concurrency=2", f"cache={out.parent / 'replies.sqlite'}"]
-    cmd = [sys.executable, "-m", "rest_loop.synth", f"synth.seeds={seeds}", f"out={out}", "judge@generator=openai",
-           "judge=openai", *[f"generator.{o}" for o in endpoint], *[f"judge.{o}" for o in endpoint],
-           "synth.requests=6", "synth.count=4", "review.first=8", "review.worst=2", *extra]
+    cmd = [sys.executable, "-m", "rest_loop.synth", f"synth.seeds={seeds}", f"out={out}", "judge@synth.generator=openai",
+           "judge=openai", *[f"synth.generator.{o}" for o in endpoint], *[f"judge.{o}" for o in endpoint],
+           "synth.requests=6", "synth.count=4", "synth.review.first=8", "synth.review.worst=2", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
@@ -102,7 +102,7 @@ def test_review_gate_dedup_and_the_dataset(tmp_path):
 
 def test_the_gate_drops_rows_under_the_threshold(tmp_path):
     with JudgeServer(Writer()) as server:
-        ok(synth(tmp_path / "run", server, "review.first=0"))  # no review: every reply keeps its vague task
+        ok(synth(tmp_path / "run", server, "synth.review.first=0"))  # no review: every reply keeps its vague task
     gate = read_json(tmp_path / "run/gate/stats.json")
     assert (gate["in"], gate["kept"], gate["below_threshold"], gate["unjudged"]) == (24, 18, 6, 0)
     judged = read_jsonl(tmp_path / "run/gate/rows.jsonl")
@@ -113,7 +113,7 @@ def test_the_gate_drops_rows_under_the_threshold(tmp_path):
 
 def test_a_budget_stop_then_resume_asks_nothing_twice(tmp_path):
     with JudgeServer(Writer()) as server:
-        stopped = synth(tmp_path / "run", server, "generator.budget_requests=4")
+        stopped = synth(tmp_path / "run", server, "synth.generator.budget_requests=4")
         assert stopped.returncode == 4, stopped.stdout[-3000:]
         said = stopped.stdout + stopped.stderr  # Hydra logs to the console's stdout
         assert "request budget spent" in said and f"out={tmp_path / 'run'}" in said
@@ -159,8 +159,8 @@ def test_no_heldout_prompt_survives(tmp_path, given):
 @pytest.mark.parametrize("override,names", [
     ("synth.k=0", "synth.k=0"),
     ("synth.requests=-1", "synth.requests=-1"),
-    ("gate.threshold=2", "gate.threshold=2"),
-    ("gate.unjudged=maybe", "gate.unjudged='maybe'"),
+    ("synth.gate.threshold=2", "synth.gate.threshold=2"),
+    ("synth.gate.unjudged=maybe", "synth.gate.unjudged='maybe'"),
     ("synth.decks=nope.yaml", "synth.decks='nope.yaml'"),
     ("synth.heldout=nope.jsonl", "synth.heldout"),
     ("+synth.decks.topic=[]", "synth.decks.topic"),
@@ -188,9 +188,9 @@ def test_from_ten_examples_to_a_fine_tuned_round_on_the_tiny_model(tiny_model, t
     cache = f"{tmp_path / 'replies.sqlite'}"
     cmd = [sys.executable, "-m", "rest_loop.synth", f"synth.seeds={SEEDS}", f"out={tmp_path / 'synth'}", *model,
            "synth.requests=6", "synth.count=2", "synth.with_reference=true", "synth.constrain=true",
-           "synth.max_tokens=256", "review.first=2", "gate.threshold=0.0", "gate.unjudged=keep",
-           "gate.terms.judge.max_tokens=128",
-           "gate.terms.judge.constrain=true", f"generator.cache={cache}", f"judge.cache={cache}"]
+           "synth.max_tokens=256", "synth.review.first=2", "synth.gate.threshold=0.0", "synth.gate.unjudged=keep",
+           "synth.gate.terms.judge.max_tokens=128",
+           "synth.gate.terms.judge.constrain=true", f"synth.generator.cache={cache}", f"judge.cache={cache}"]
     log = ok(subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT))
     rows = read_jsonl(tmp_path / "synth/report/dataset.jsonl")
     assert len(rows) >= 6 and all(r["reference"] and r["generator"] == tiny_model for r in rows), log[-3000:]

@@ -2,7 +2,7 @@
 
     rest-loop-synth synth.seeds=examples/seeds.jsonl synth.constrain=true     # the embedded model writes them
     rest-loop-synth synth.seeds=my.jsonl synth.requests=200 'synth.decks={topic: [birds, tax, chess]}'
-    rest-loop-synth synth.seeds=my.jsonl judge@generator=openai generator.model=gpt-4o-mini \\
+    rest-loop-synth synth.seeds=my.jsonl judge@synth.generator=openai synth.generator.model=gpt-4o-mini \\
                     judge=openai judge.model=gpt-4o-mini                      # an endpoint writes and judges
     rest-loop-synth synth.seeds=my.jsonl out=runs/synth/<time>                # go on after a stop
 
@@ -27,18 +27,11 @@ from omegaconf.errors import MissingMandatoryValue
 from rest_loop.__main__ import CONF
 from rest_loop.config import ConfigError
 from rest_loop.improve.backends import JudgeStopped
-from rest_loop.rundir import RunInUse, locked
-from rest_loop.store import atomic_write_text, read_jsonl
+from rest_loop.rundir import RunInUse
+from rest_loop.store import read_jsonl
+from rest_loop.synth.stage import synthesise
 
 log = logging.getLogger("rest_loop")
-
-
-def synthesise(cfg: DictConfig, out: Path) -> Path:
-    from rest_loop.synth.run import Synthesis
-
-    with locked(out):
-        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
-        return Synthesis(cfg, out).run()
 
 
 def next_command(dataset: Path, rows: list[dict]) -> str:
@@ -64,7 +57,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     except JudgeStopped as e:  # every answer so far is cached: the same command with out= re-asks only the rest
         log.error("%s. Stopped cleanly; every answer so far is cached. To go on, run the same command with "
-                  "out=%s (where a budget was spent, a new one: generator.budget_requests=<n> or "
+                  "out=%s (where a budget was spent, a new one: synth.generator.budget_requests=<n> or "
                   "judge.budget_requests=<n>)", e, out)
         sys.exit(4)
     finally:

@@ -75,7 +75,8 @@ def worst_reasons(rows: list[SynthRow], judged: list[Judgement], threshold: floa
 
 
 def explanation(j: Judgement, limit: int = 300) -> str:
-    """What a judge wrote before its rating line (a rationale judge), else the reason its term gave."""
+    """What a judge wrote before its rating line (a rationale judge); "" when it wrote nothing else: a bare
+    rating tells the generator nothing to avoid, so it never becomes a mistake in the prompt."""
     for part in j.parts.values():
         text = (part.get("raw") or {}).get("text") if isinstance(part.get("raw"), dict) else None
         if text:
@@ -83,4 +84,4 @@ def explanation(j: Judgement, limit: int = 300) -> str:
             if lines:
                 said = " ".join(lines)
                 return said if len(said) <= limit else said[: limit - 3] + "..."
-    return j.reason
+    return ""

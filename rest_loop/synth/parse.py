@@ -119,10 +119,12 @@ def numbered(text: str) -> list[Item]:
     return [Item("ok", "\n".join(lines), ref) for lines, ref in zip(items, refs)]
 
 
-def rows(request: Request, parsed: Parsed, generator: str) -> list[SynthRow]:
-    """The ok items of a reply as dataset rows, each with its lineage."""
-    return [SynthRow(f"synth-{request.index}-{j}", item.input, item.reference, generator, request.template,
-                     request.index, j, list(request.examples), dict(request.attributes))
+def rows(request: Request, parsed: Parsed, generator: str, reference_from: str | None = None) -> list[SynthRow]:
+    """The ok items of a reply as dataset rows, each with its lineage. `reference_from`: the deck whose entry
+    dealt to the request is every row's reference (a class label the request asked for), not the generator's."""
+    return [SynthRow(f"synth-{request.index}-{j}", item.input,
+                     request.attributes[reference_from] if reference_from else item.reference, generator,
+                     request.template, request.index, j, list(request.examples), dict(request.attributes))
             for j, item in enumerate(parsed.items) if item.status == "ok"]
 
 

@@ -2,10 +2,10 @@
 
     Synthesis(cfg, out).run()  ->  out/report/dataset.jsonl
 
-    review     synth requests for the first `review.first` rows, scored by the gate; the judge's reasons
+    review     synth requests for the first `synth.review.first` rows, scored by the gate; the judge's reasons
                for the worst become the `mistakes` the full batch is told to avoid
     generate   `synth.requests` requests (dealt after the review's), with those mistakes in the prompt
-    gate       every row scored by the gate's reward terms; rows under `gate.threshold` are dropped
+    gate       every row scored by the gate's reward terms; rows under `synth.gate.threshold` are dropped
     dedup      exact and near copies, and repeats of a seed or a held-out prompt, dropped (dedup.py)
     report     the dataset, stats.json (each stage's counts, before/after quality) and the diversity report
 
@@ -77,10 +77,11 @@ def reply_format(count: int, with_reference: bool) -> str:
 class Synthesis:
     def __init__(self, cfg: DictConfig, out: Path):
         self.cfg, self.opts, self.out = cfg, cfg.synth, Path(out)
-        opts, review = self.opts, cfg.review
+        opts, review = self.opts, cfg.synth.review
         for key, value, low in [("synth.requests", opts.requests, 1), ("synth.count", opts.count, 1),
                                 ("synth.k", opts.k, 1), ("synth.max_tokens", opts.max_tokens, 1),
-                                ("review.first", review.first, 0), ("review.worst", review.worst, 1)]:
+                                ("synth.review.first", review.first, 0),
+                                ("synth.review.worst", review.worst, 1)]:
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"{key}={value!r}: must be an integer >= {low}")
         if not opts.seeds:
@@ -88,17 +89,22 @@ class Synthesis:
         self.seeds = load_seeds(opts.seeds, opts.format, OmegaConf.to_container(opts.fields) if opts.fields else
                                 None, opts.on_bad_row)
         self.decks, self.heldout = read_decks(opts.decks), read_heldout(opts.heldout)
-        self.reward = Reward.from_config(cfg.gate) if cfg.gate is not None else None
-        if self.reward is not None and not 0 <= cfg.gate.threshold <= 1:
-            raise ConfigError(f"gate.threshold={cfg.gate.threshold}: scores are in [0, 1]")
-        if self.reward is not None and cfg.gate.unjudged not in UNJUDGED:
-            raise ConfigError(f"gate.unjudged={cfg.gate.unjudged!r}: must be one of {', '.join(UNJUDGED)}")
+        if opts.reference_from is not None and opts.reference_from not in self.decks:
+            raise ConfigError(f"synth.reference_from={opts.reference_from!r}: not a deck; the decks are "
+                              f"{sorted(self.decks)}")
+        gate = opts.gate
+        self.reward = Reward.from_config(gate) if gate is not None else None
+        if self.reward is not None and not 0 <= gate.threshold <= 1:
+            raise ConfigError(f"synth.gate.threshold={gate.threshold}: scores are in [0, 1]")
+        if self.reward is not None and gate.unjudged not in UNJUDGED:
+            raise ConfigError(f"synth.gate.unjudged={gate.unjudged!r}: must be one of {', '.join(UNJUDGED)}")
         if self.reward is None and review.first:
-            raise ConfigError("review.first: the review pass needs a gate to judge its rows; set review.first=0 "
+            raise ConfigError("synth.review.first: the review pass needs a gate to judge its rows; set "
+                              "synth.review.first=0 "
                               "or give a gate")
         self.first = math.ceil(review.first / opts.count)  # requests of the review pass
         self.requests(0, 1, [])  # the template renders: a bad one stops here, not after the review
-        self.generator = build(cfg.generator)
+        self.generator = build(cfg.synth.generator)
         self.name = str(self.generator.identity.get("model"))
 
     def run(self) -> Path:
@@ -128,7 +134,7 @@ class Synthesis:
             p = parse(reply.text)
             answered.append(r)
             parsed.append(p)
-            rows += parsed_rows(r, p, self.name)
+            rows += parsed_rows(r, p, self.name, self.opts.reference_from)
             replies.append({"request": r.index, "status": p.status, "form": p.form, "reason": p.reason,
                             "text": reply.text, "finish_reason": reply.finish_reason})
         stats = tally(answered, parsed)
@@ -145,8 +151,8 @@ class Synthesis:
             return read_json(stage / "review.json")["mistakes"]
         rows, replies, made = self.make(self.requests(0, self.first, []))
         judged = score(self.reward, rows, self.seeds, self.name)
-        threshold = self.cfg.gate.threshold
-        mistakes = worst_reasons(rows, judged, threshold, self.cfg.review.worst)
+        threshold = self.cfg.synth.gate.threshold
+        mistakes = worst_reasons(rows, judged, threshold, self.cfg.synth.review.worst)
         write_jsonl(stage / "rows.jsonl", rows)
         write_jsonl(stage / "replies.jsonl", replies)
         write_json(stage / "review.json", {"mistakes": mistakes, "quality": quality(judged, threshold),
@@ -173,9 +179,9 @@ class Synthesis:
             if self.reward is None:
                 kept, stats = rows, {"gate": None, "in": len(rows), "kept": len(rows)}
             else:
-                threshold = self.cfg.gate.threshold
+                threshold = self.cfg.synth.gate.threshold
                 judged = score(self.reward, rows, self.seeds, self.name)
-                kept, counts = passing(rows, judged, threshold, self.cfg.gate.unjudged)
+                kept, counts = passing(rows, judged, threshold, self.cfg.synth.gate.unjudged)
                 before = read_json(self.out / "review/review.json")["quality"] if self.first else None
                 stats = {**counts, "threshold": threshold, "reward": self.reward.version, "terms": self.reward.last_stats,
                          "quality": {"before_review": before, "after_review": quality(judged, threshold)}}
