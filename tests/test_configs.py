@@ -12,6 +12,7 @@ from hydra.errors import ConfigCompositionException
 
 from rest_loop.__main__ import CONF
 from rest_loop.config import ConfigError, RunConfig, validate
+from rest_loop.synth.stage import train_on_synthesis
 from tests.conftest import compose_config
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def test_every_option_composes(group, option):
     if group == "env" and option.startswith("search"):
         overrides.append("task=multihop")  # the search tool reads the task's corpus
     cfg = compose_config(*overrides)
+    train_on_synthesis(cfg, Path("/tmp/rest-loop-test-run"))  # a synth block: the task reads what it will write
     typed = validate(cfg)
     assert isinstance(typed, RunConfig)
     assert cfg.reward.terms, "a reward needs at least one term"
