@@ -34,8 +34,8 @@ class Complaints:
 
     def __call__(self, body: dict) -> str:
         text = body["messages"][-1]["content"]
-        count = int(re.search(r"Write (\d+) new task", text).group(1))
-        product = re.search(r"- product: (.+)", text).group(1)
+        count, product = re.search(r"Write (\d+) new complaints? about a (.+?),", text).groups()
+        count = int(count)
         with self.lock:
             self.n += 1
             rng = random.Random(self.n)
@@ -97,3 +97,12 @@ def test_complaints_synthesised_then_trained_and_resumed(tiny_model, tmp_path):
         r["input"] for r in rows}
     for stage in ("synth/report", "round_000/eval", "round_001/grow", "round_001/finetune", "round_001/eval"):
         assert (run / stage / "DONE").exists(), stage
+
+
+def test_decks_given_on_the_command_line_compose():
+    """The README's `'synth.decks={topic: [...]}'`: a mapping given for the default (null) decks."""
+    out = subprocess.run([sys.executable, "-m", "rest_loop.synth", "synth.seeds=examples/seeds.jsonl",
+                          "synth.decks={topic: [travel, cooking]}", "--cfg", "job"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert OmegaConf.create(out.stdout).synth.decks == {"topic": ["travel", "cooking"]}
